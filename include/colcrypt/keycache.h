@@ -1,0 +1,60 @@
+/*-------------------------------------------------------------------------
+ *
+ * keycache.h
+ *	  The cluster-wide cache of unwrapped data keys in shared memory, the
+ *	  catalog epoch, and the transit key's secret.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef COLCRYPT_KEYCACHE_H
+#define COLCRYPT_KEYCACHE_H
+
+#include "colcrypt/crypto.h"
+#include "datatype/timestamp.h"
+
+typedef enum ColcryptCacheResult
+{
+	COLCRYPT_CACHE_HIT,			/* dek filled from the cache */
+	COLCRYPT_CACHE_LOAD,		/* caller must unwrap, then Fill or Abandon */
+	COLCRYPT_CACHE_UNCACHED		/* no slot free: unwrap and do not Fill */
+} ColcryptCacheResult;
+
+/*
+ * Look up (key_id, version).  On a hit, copies the key into dek and sets
+ * *loaded_at.  On a miss, the caller becomes the one loader of that entry
+ * (others wait for it rather than calling the provider too) and must call
+ * ColcryptKeyCacheFill or ColcryptKeyCacheAbandon.
+ */
+extern ColcryptCacheResult ColcryptKeyCacheAcquire(uint32 key_id, uint32 version,
+												   uint8 *dek,
+												   TimestampTz *loaded_at);
+
+/*
+ * Publish a key this backend loaded.  It is stored only if the catalog epoch
+ * is still epoch_seen (else the catalog changed during the provider call and
+ * the key may have been destroyed meanwhile).  Sets *loaded_at.
+ */
+extern void ColcryptKeyCacheFill(uint32 key_id, uint32 version,
+								 const uint8 *dek, uint64 epoch_seen,
+								 TimestampTz *loaded_at);
+extern void ColcryptKeyCacheAbandon(uint32 key_id, uint32 version);
+
+/* Wipe and drop cached versions of a key (version < 0: every version). */
+extern void ColcryptKeyCacheForget(uint32 key_id, int64 version);
+
+/* Count one call to a key provider, and whether it failed. */
+extern void ColcryptKeyCacheCountProviderCall(bool failed);
+
+/*
+ * The catalog epoch: bumped after every committed change to keys, grants or
+ * providers, read before every catalog load, so that a backend sees another
+ * one's change at its next key use.
+ */
+extern uint64 ColcryptCatalogEpoch(void);
+extern void ColcryptBumpCatalogEpoch(void);
+
+/* The transit key of a generation, derived from the per-server secret. */
+extern uint32 ColcryptTransitNextGeneration(void);
+extern void ColcryptTransitKey(uint32 generation, uint8 key[CC_AES256_KEY_LEN]);
+
+#endif							/* COLCRYPT_KEYCACHE_H */

@@ -1,0 +1,63 @@
+/*-------------------------------------------------------------------------
+ *
+ * keys.h
+ *	  Access to data keys for the data path: a ready cipher context per key
+ *	  version, the state gate (NIST states) and the privilege checks.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef COLCRYPT_KEYS_H
+#define COLCRYPT_KEYS_H
+
+#include "colcrypt/catalog.h"
+#include "colcrypt/crypto.h"
+#include "datatype/timestamp.h"
+
+/*
+ * A key version ready for use in this backend.  Owned by keyaccess.c; valid
+ * until the next call into it.  Holds derived subkeys only (one for GCM, one
+ * for SIV), never the data key itself.
+ */
+typedef struct ColcryptDek
+{
+	uint32		key_id;			/* hash key: data key id (0: transit) */
+	uint32		version;		/* hash key: version (transit: generation) */
+	cc_gcm_key *gcm;			/* AES-256-GCM context for randomized values */
+	cc_siv_key *siv;			/* AES-256-SIV context for deterministic values */
+	TimestampTz expires_at;		/* end of colcrypt.key_cache_ttl; 0: never */
+	uint64		meta_generation;	/* metadata generation its state was checked at */
+	uint64		uses;			/* values encrypted (transit: bounded per key) */
+} ColcryptDek;
+
+/*
+ * The active version of a key, for encrypting.  Checks the encrypt
+ * privilege and that an active version exists.  key_id 0 gives this
+ * backend's current transit key.
+ */
+extern ColcryptDek *ColcryptDekForEncrypt(uint32 key_id);
+
+/*
+ * A given version of a key, for decrypting.  Checks the decrypt privilege
+ * and that the version's state allows decryption.  key_id 0 gives the
+ * transit key of that generation (no privilege needed: a transit value
+ * holds what the session itself typed).
+ */
+extern ColcryptDek *ColcryptDekForDecrypt(uint32 key_id, uint32 version);
+
+/* Whether the current role holds priv (COLCRYPT_PRIV_*) on the key. */
+extern bool ColcryptHasKeyPrivilege(uint32 key_id, int priv);
+
+/* Raise 42501 with a hint naming the grant unless it does. */
+extern void ColcryptCheckKeyPrivilege(uint32 key_id, int priv);
+
+/* Drop this backend's contexts of a key (version < 0: all versions). */
+extern void ColcryptDekForget(uint32 key_id, int64 version);
+
+/*
+ * Make a new data key version: 32 random bytes wrapped by the master key.
+ * Appends the wrapped blob to wrapped and returns the provider's note.
+ */
+extern char *ColcryptGenerateWrappedDek(const char *master_key, uint32 key_id,
+										uint32 version, StringInfo wrapped);
+
+#endif							/* COLCRYPT_KEYS_H */

@@ -1,0 +1,119 @@
+/*-------------------------------------------------------------------------
+ *
+ * provider.h
+ *	  The one interface every key provider kind implements.
+ *
+ * A provider holds customer master keys (CMKs) and wraps and unwraps data
+ * keys with them; the CMK never leaves it (except with the development-only
+ * file kind).  Each kind lives in its own file under src/providers/ and is
+ * the only code that talks to its library or protocol.
+ *
+ * Provider functions never throw for failures of the provider itself: they
+ * fill a ColcryptProviderError and return false, so that the dispatcher
+ * (provider.c) can count the failure, write the audit row, and raise one
+ * error that names the provider and the cause.  Secrets (PINs, tokens, key
+ * bytes) never go into an error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef COLCRYPT_PROVIDER_H
+#define COLCRYPT_PROVIDER_H
+
+#include "colcrypt/crypto.h"
+#include "lib/stringinfo.h"
+#include "utils/jsonb.h"
+
+typedef struct ColcryptProviderError
+{
+	int			sqlerrcode;		/* ERRCODE_*: 08001 unreachable, 38000 refused, ... */
+	char		message[256];	/* what failed, without secrets */
+	char		detail[512];	/* the provider's own reason, if any */
+} ColcryptProviderError;
+
+/* Which data key version a wrapped key belongs to: bound into the wrapping. */
+typedef struct ColcryptWrapContext
+{
+	const char *key_ref;		/* CMK name at the provider */
+	uint32		key_id;			/* data key id */
+	uint32		key_version;	/* data key version */
+} ColcryptWrapContext;
+
+typedef struct ColcryptProviderOps
+{
+	const char *kind;			/* the kind's name in add_provider */
+
+	/*
+	 * Check options at add_provider / alter_provider time; may throw with
+	 * ereport (this runs at the SQL boundary, before anything is stored).
+	 * Also does first-use set-up, such as creating an empty keyring file.
+	 */
+	void		(*validate) (const char *name, Jsonb *options);
+
+	/* Open a per-backend handle; NULL with err filled on failure. */
+	void	   *(*open) (const char *name, Jsonb *options, ColcryptProviderError *err);
+	void		(*close) (void *handle);
+
+	/*
+	 * Wrap dek under the CMK; append the provider's blob to wrapped and set
+	 * *wrap_meta to a short note kept beside it (such as the CMK version), or
+	 * NULL.
+	 */
+	bool		(*wrap) (void *handle, const ColcryptWrapContext *ctx,
+						 const uint8 *dek, size_t deklen,
+						 StringInfo wrapped, char **wrap_meta,
+						 ColcryptProviderError *err);
+
+	/* Unwrap a blob made by wrap into dek (deklen bytes). */
+	bool		(*unwrap) (void *handle, const ColcryptWrapContext *ctx,
+						   const uint8 *wrapped, size_t wrappedlen,
+						   const char *wrap_meta,
+						   uint8 *dek, size_t deklen,
+						   ColcryptProviderError *err);
+
+	/*
+	 * Make sure the CMK key_ref exists, creating it where the kind can and
+	 * create is true.  *created tells whether it was made now.
+	 */
+	bool		(*ensure_cmk) (void *handle, const char *key_ref, bool create,
+							   bool *created, ColcryptProviderError *err);
+
+	/* Options as shown in views: secrets replaced by "********". */
+	Jsonb	   *(*describe) (Jsonb *options);
+} ColcryptProviderOps;
+
+/* The kind's operations, or NULL for an unknown kind. */
+extern const ColcryptProviderOps *ColcryptProviderKind(const char *kind);
+
+/* Raise 22023 listing the known kinds unless kind is one. */
+extern const ColcryptProviderOps *ColcryptProviderKindOrError(const char *kind);
+
+/*
+ * Calls through the per-backend handle of a named provider (opened on
+ * first use, reopened when its options change).  On failure these raise an
+ * error naming the provider, after counting and auditing it.
+ */
+extern void ColcryptProviderWrap(const char *provider, const char *kind,
+								 Jsonb *options, const ColcryptWrapContext *ctx,
+								 const uint8 *dek, size_t deklen,
+								 StringInfo wrapped, char **wrap_meta);
+extern void ColcryptProviderUnwrap(const char *provider, const char *kind,
+								   Jsonb *options, const ColcryptWrapContext *ctx,
+								   const uint8 *wrapped, size_t wrappedlen,
+								   const char *wrap_meta,
+								   uint8 *dek, size_t deklen);
+extern bool ColcryptProviderEnsureCmk(const char *provider, const char *kind,
+									  Jsonb *options, const char *key_ref,
+									  bool create);
+
+/* Close every open handle (options changed, or the provider was dropped). */
+extern void ColcryptProviderCloseAll(void);
+
+/* Helpers for provider files: options access and error filling. */
+extern char *ColcryptOptionText(Jsonb *options, const char *key);
+extern void ColcryptProviderSetError(ColcryptProviderError *err, int sqlerrcode,
+									 const char *message, const char *detail);
+
+/* The kinds. */
+extern const ColcryptProviderOps colcrypt_file_provider;
+
+#endif							/* COLCRYPT_PROVIDER_H */

@@ -1,0 +1,517 @@
+/*-------------------------------------------------------------------------
+ *
+ * aead.c
+ *	  AES-256-GCM and AES-SIV for column values, through OpenSSL EVP.
+ *
+ * This is the only file that drives EVP ciphers for column data.  A key
+ * handle holds contexts whose key schedule was computed once; each value
+ * then only sets its nonce (GCM) or its counter block (SIV).
+ *
+ * Nothing here allocates through PostgreSQL or throws: every function
+ * returns a cc_status, and a failed open wipes whatever it wrote to out.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "colcrypt/crypto.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+
+struct cc_gcm_key
+{
+	EVP_CIPHER_CTX *enc;		/* keyed for encryption; nonce set per value */
+	EVP_CIPHER_CTX *dec;		/* keyed for decryption; nonce set per value */
+};
+
+const char *
+cc_status_string(cc_status st)
+{
+	switch (st)
+	{
+		case CC_OK:
+			return "success";
+		case CC_ERR_AUTH:
+			return "authentication failed";
+		case CC_ERR_PARAM:
+			return "invalid parameter";
+		case CC_ERR_RANDOM:
+			return "random number generator failure";
+		case CC_ERR_NOMEM:
+			return "out of memory in libcrypto";
+		case CC_ERR_INTERNAL:
+			return "libcrypto failure";
+	}
+	return "unknown status";
+}
+
+/* Map a failed libcrypto call to a status, clearing OpenSSL's error queue. */
+static cc_status
+evp_failure(void)
+{
+	unsigned long e = ERR_peek_last_error();
+	cc_status	st = CC_ERR_INTERNAL;
+
+	if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
+		st = CC_ERR_NOMEM;
+	ERR_clear_error();
+	return st;
+}
+
+/* ----------------------------------------------------------------------
+ * AES-256-GCM, fixed 96-bit nonce and 128-bit tag
+ * ----------------------------------------------------------------------
+ */
+
+cc_gcm_key *
+cc_gcm_key_new(const uint8_t key[CC_AES256_KEY_LEN])
+{
+	cc_gcm_key *k = calloc(1, sizeof(cc_gcm_key));
+
+	if (k == NULL)
+		return NULL;
+	k->enc = EVP_CIPHER_CTX_new();
+	k->dec = EVP_CIPHER_CTX_new();
+	if (k->enc == NULL || k->dec == NULL ||
+		EVP_EncryptInit_ex(k->enc, EVP_aes_256_gcm(), NULL, key, NULL) != 1 ||
+		EVP_DecryptInit_ex(k->dec, EVP_aes_256_gcm(), NULL, key, NULL) != 1)
+	{
+		ERR_clear_error();
+		cc_gcm_key_free(k);
+		return NULL;
+	}
+	return k;
+}
+
+void
+cc_gcm_key_free(cc_gcm_key *k)
+{
+	if (k == NULL)
+		return;
+	/* EVP_CIPHER_CTX_free cleanses the key schedule before freeing it. */
+	EVP_CIPHER_CTX_free(k->enc);
+	EVP_CIPHER_CTX_free(k->dec);
+	free(k);
+}
+
+static cc_status
+gcm_seal_one(EVP_CIPHER_CTX *ctx, cc_aead_item *it)
+{
+	int			len;
+
+	if (it->inlen > INT_MAX || it->aadlen > INT_MAX || it->nonce == NULL ||
+		it->tag == NULL || (it->inlen > 0 && (it->in == NULL || it->out == NULL)))
+		return CC_ERR_PARAM;
+	if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, it->nonce) != 1)
+		return evp_failure();
+	if (it->aadlen > 0 &&
+		EVP_EncryptUpdate(ctx, NULL, &len, it->aad, (int) it->aadlen) != 1)
+		return evp_failure();
+	if (it->inlen > 0 &&
+		EVP_EncryptUpdate(ctx, it->out, &len, it->in, (int) it->inlen) != 1)
+		return evp_failure();
+	if (EVP_EncryptFinal_ex(ctx, it->out + it->inlen, &len) != 1 ||
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, CC_TAG_LEN, it->tag) != 1)
+		return evp_failure();
+	return CC_OK;
+}
+
+static cc_status
+gcm_open_one(EVP_CIPHER_CTX *ctx, cc_aead_item *it)
+{
+	int			len;
+
+	if (it->inlen > INT_MAX || it->aadlen > INT_MAX || it->nonce == NULL ||
+		it->tag == NULL || (it->inlen > 0 && (it->in == NULL || it->out == NULL)))
+		return CC_ERR_PARAM;
+	if (EVP_DecryptInit_ex(ctx, NULL, NULL, NULL, it->nonce) != 1 ||
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, CC_TAG_LEN,
+							(void *) it->tag) != 1)
+		return evp_failure();
+	if (it->aadlen > 0 &&
+		EVP_DecryptUpdate(ctx, NULL, &len, it->aad, (int) it->aadlen) != 1)
+		return evp_failure();
+	if (it->inlen > 0 &&
+		EVP_DecryptUpdate(ctx, it->out, &len, it->in, (int) it->inlen) != 1)
+	{
+		cc_wipe(it->out, it->inlen);
+		return evp_failure();
+	}
+	if (EVP_DecryptFinal_ex(ctx, it->out + it->inlen, &len) != 1)
+	{
+		/* Never hand back unauthenticated plaintext. */
+		if (it->inlen > 0)
+			cc_wipe(it->out, it->inlen);
+		ERR_clear_error();
+		return CC_ERR_AUTH;
+	}
+	return CC_OK;
+}
+
+size_t
+cc_gcm_seal_batch(cc_gcm_key *k, cc_aead_item *items, size_t n)
+{
+	size_t		failed = 0;
+
+	for (size_t i = 0; i < n; i++)
+	{
+		items[i].status = gcm_seal_one(k->enc, &items[i]);
+		if (items[i].status != CC_OK)
+			failed++;
+	}
+	return failed;
+}
+
+size_t
+cc_gcm_open_batch(cc_gcm_key *k, cc_aead_item *items, size_t n)
+{
+	size_t		failed = 0;
+
+	for (size_t i = 0; i < n; i++)
+	{
+		items[i].status = gcm_open_one(k->dec, &items[i]);
+		if (items[i].status != CC_OK)
+			failed++;
+	}
+	return failed;
+}
+
+static const EVP_CIPHER *
+gcm_cipher_for(size_t keylen)
+{
+	switch (keylen)
+	{
+		case 16:
+			return EVP_aes_128_gcm();
+		case 24:
+			return EVP_aes_192_gcm();
+		case 32:
+			return EVP_aes_256_gcm();
+	}
+	return NULL;
+}
+
+/* Shared body of cc_gcm_seal_any and cc_gcm_open_any. */
+static cc_status
+gcm_any(int enc, const uint8_t *key, size_t keylen,
+		const uint8_t *iv, size_t ivlen,
+		const uint8_t *aad, size_t aadlen,
+		const uint8_t *in, size_t inlen,
+		uint8_t *out, uint8_t *tag, size_t taglen)
+{
+	const EVP_CIPHER *cipher = gcm_cipher_for(keylen);
+	EVP_CIPHER_CTX *ctx;
+	cc_status	st = CC_OK;
+	int			len;
+
+	if (cipher == NULL || ivlen == 0 || ivlen > INT_MAX || aadlen > INT_MAX ||
+		inlen > INT_MAX || taglen == 0 || taglen > CC_TAG_LEN)
+		return CC_ERR_PARAM;
+	if ((ctx = EVP_CIPHER_CTX_new()) == NULL)
+		return CC_ERR_NOMEM;
+
+	if (EVP_CipherInit_ex(ctx, cipher, NULL, NULL, NULL, enc) != 1 ||
+		EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, (int) ivlen, NULL) != 1 ||
+		EVP_CipherInit_ex(ctx, NULL, NULL, key, iv, enc) != 1 ||
+		(!enc && EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, (int) taglen,
+									 tag) != 1) ||
+		(aadlen > 0 && EVP_CipherUpdate(ctx, NULL, &len, aad, (int) aadlen) != 1) ||
+		(inlen > 0 && EVP_CipherUpdate(ctx, out, &len, in, (int) inlen) != 1))
+		st = evp_failure();
+	else if (EVP_CipherFinal_ex(ctx, out + inlen, &len) != 1)
+	{
+		ERR_clear_error();
+		st = enc ? CC_ERR_INTERNAL : CC_ERR_AUTH;
+	}
+	else if (enc &&
+			 EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, (int) taglen, tag) != 1)
+		st = evp_failure();
+
+	if (st != CC_OK && inlen > 0)
+		cc_wipe(out, inlen);
+	EVP_CIPHER_CTX_free(ctx);
+	return st;
+}
+
+cc_status
+cc_gcm_open_any(const uint8_t *key, size_t keylen,
+				const uint8_t *iv, size_t ivlen,
+				const uint8_t *aad, size_t aadlen,
+				const uint8_t *ct, size_t ctlen,
+				const uint8_t *tag, size_t taglen,
+				uint8_t *pt)
+{
+	return gcm_any(0, key, keylen, iv, ivlen, aad, aadlen, ct, ctlen, pt,
+				   (uint8_t *) tag, taglen);
+}
+
+cc_status
+cc_gcm_seal_any(const uint8_t *key, size_t keylen,
+				const uint8_t *iv, size_t ivlen,
+				const uint8_t *aad, size_t aadlen,
+				const uint8_t *pt, size_t ptlen,
+				uint8_t *ct, uint8_t *tag, size_t taglen)
+{
+	return gcm_any(1, key, keylen, iv, ivlen, aad, aadlen, pt, ptlen, ct,
+				   tag, taglen);
+}
+
+/* ----------------------------------------------------------------------
+ * AES-SIV (RFC 5297) with one associated-data component
+ *
+ * Built from OpenSSL's AES-CMAC (EVP_MAC) and AES-CTR (EVP) rather than its
+ * "AES-SIV" cipher: that one cannot process an empty message (its final
+ * step reports the result of an operation that never ran, so empty values
+ * fail) and allows a single operation per key initialisation.  Here the CMAC
+ * context is re-initialised without a new key schedule for each S2V step
+ * and the CTR context only gets a new counter block per value.
+ * ----------------------------------------------------------------------
+ */
+
+#define SIV_BLOCK 16
+
+struct cc_siv_key
+{
+	EVP_MAC_CTX *cmac;			/* AES-CMAC keyed with K1 (first half) */
+	EVP_CIPHER_CTX *ctr;		/* AES-CTR keyed with K2 (second half) */
+	uint8_t		d0[SIV_BLOCK];	/* CMAC(K1, 0^128), the S2V start value */
+};
+
+/* Doubling in GF(2^128) as RFC 5297 defines it (big-endian, x^128+x^7+x^2+x+1). */
+static void
+siv_dbl(uint8_t b[SIV_BLOCK])
+{
+	uint8_t		carry = b[0] >> 7;
+
+	for (int i = 0; i < SIV_BLOCK - 1; i++)
+		b[i] = (uint8_t) ((b[i] << 1) | (b[i + 1] >> 7));
+	b[SIV_BLOCK - 1] = (uint8_t) ((b[SIV_BLOCK - 1] << 1) ^ (carry * 0x87));
+}
+
+/* CMAC over up to two pieces, restarting the keyed context. */
+static int
+siv_cmac(EVP_MAC_CTX *cmac, const uint8_t *a, size_t alen,
+		 const uint8_t *b, size_t blen, uint8_t out[SIV_BLOCK])
+{
+	size_t		outl;
+
+	return EVP_MAC_init(cmac, NULL, 0, NULL) == 1 &&
+		(alen == 0 || EVP_MAC_update(cmac, a, alen) == 1) &&
+		(blen == 0 || EVP_MAC_update(cmac, b, blen) == 1) &&
+		EVP_MAC_final(cmac, out, &outl, SIV_BLOCK) == 1 && outl == SIV_BLOCK;
+}
+
+/* S2V(K1, aad, msg) into v. */
+static int
+siv_s2v(cc_siv_key *k, const uint8_t *aad, size_t aadlen,
+		const uint8_t *msg, size_t msglen, uint8_t v[SIV_BLOCK])
+{
+	uint8_t		d[SIV_BLOCK];
+	uint8_t		t[SIV_BLOCK];
+	int			ok;
+
+	memcpy(d, k->d0, SIV_BLOCK);
+	siv_dbl(d);
+	ok = siv_cmac(k->cmac, aad, aadlen, NULL, 0, t);
+	for (int i = 0; i < SIV_BLOCK; i++)
+		d[i] ^= t[i];
+
+	if (ok && msglen >= SIV_BLOCK)
+	{
+		/* T = msg xorend D: MAC the head as is and the xored last block. */
+		const uint8_t *tail = msg + msglen - SIV_BLOCK;
+
+		for (int i = 0; i < SIV_BLOCK; i++)
+			t[i] = tail[i] ^ d[i];
+		ok = siv_cmac(k->cmac, msg, msglen - SIV_BLOCK, t, SIV_BLOCK, v);
+	}
+	else if (ok)
+	{
+		/* T = dbl(D) xor pad(msg), pad = msg || 0x80 || 0... */
+		siv_dbl(d);
+		memset(t, 0, SIV_BLOCK);
+		if (msglen > 0)
+			memcpy(t, msg, msglen);
+		t[msglen] = 0x80;
+		for (int i = 0; i < SIV_BLOCK; i++)
+			t[i] ^= d[i];
+		ok = siv_cmac(k->cmac, t, SIV_BLOCK, NULL, 0, v);
+	}
+	cc_wipe(d, sizeof(d));
+	cc_wipe(t, sizeof(t));
+	return ok;
+}
+
+/* AES-CTR over len bytes with the counter block derived from v. */
+static int
+siv_ctr(cc_siv_key *k, const uint8_t v[SIV_BLOCK], const uint8_t *in,
+		size_t len, uint8_t *out)
+{
+	uint8_t		q[SIV_BLOCK];
+	int			outl;
+
+	if (len == 0)
+		return 1;
+	/* Q = V with the 31st and 63rd bits (counting from the right) cleared. */
+	memcpy(q, v, SIV_BLOCK);
+	q[8] &= 0x7f;
+	q[12] &= 0x7f;
+	return EVP_EncryptInit_ex(k->ctr, NULL, NULL, NULL, q) == 1 &&
+		EVP_EncryptUpdate(k->ctr, out, &outl, in, (int) len) == 1;
+}
+
+static const char *
+siv_cmac_cipher(size_t halflen)
+{
+	switch (halflen)
+	{
+		case 16:
+			return "AES-128-CBC";
+		case 24:
+			return "AES-192-CBC";
+		case 32:
+			return "AES-256-CBC";
+	}
+	return NULL;
+}
+
+static const EVP_CIPHER *
+siv_ctr_cipher(size_t halflen)
+{
+	switch (halflen)
+	{
+		case 16:
+			return EVP_aes_128_ctr();
+		case 24:
+			return EVP_aes_192_ctr();
+		case 32:
+			return EVP_aes_256_ctr();
+	}
+	return NULL;
+}
+
+cc_siv_key *
+cc_siv_key_new(const uint8_t *key, size_t keylen)
+{
+	size_t		half = keylen / 2;
+	const char *cmac_cipher = siv_cmac_cipher(half);
+	const EVP_CIPHER *ctr_cipher = siv_ctr_cipher(half);
+	static const uint8_t zero[SIV_BLOCK] = {0};
+	EVP_MAC    *mac;
+	OSSL_PARAM	params[2];
+	cc_siv_key *k;
+
+	if (keylen % 2 != 0 || cmac_cipher == NULL || ctr_cipher == NULL)
+		return NULL;
+	if ((mac = EVP_MAC_fetch(NULL, "CMAC", NULL)) == NULL)
+	{
+		ERR_clear_error();
+		return NULL;
+	}
+	k = calloc(1, sizeof(cc_siv_key));
+	if (k != NULL)
+	{
+		params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_CIPHER,
+													 (char *) cmac_cipher, 0);
+		params[1] = OSSL_PARAM_construct_end();
+		k->cmac = EVP_MAC_CTX_new(mac);
+		k->ctr = EVP_CIPHER_CTX_new();
+		if (k->cmac == NULL || k->ctr == NULL ||
+			EVP_MAC_init(k->cmac, key, half, params) != 1 ||
+			EVP_EncryptInit_ex(k->ctr, ctr_cipher, NULL, key + half, NULL) != 1 ||
+			!siv_cmac(k->cmac, zero, SIV_BLOCK, NULL, 0, k->d0))
+		{
+			ERR_clear_error();
+			cc_siv_key_free(k);
+			k = NULL;
+		}
+	}
+	EVP_MAC_free(mac);
+	return k;
+}
+
+void
+cc_siv_key_free(cc_siv_key *k)
+{
+	if (k == NULL)
+		return;
+	EVP_MAC_CTX_free(k->cmac);
+	EVP_CIPHER_CTX_free(k->ctr);
+	cc_wipe(k->d0, sizeof(k->d0));
+	free(k);
+}
+
+static cc_status
+siv_seal_one(cc_siv_key *k, cc_aead_item *it)
+{
+	if (it->inlen > INT_MAX || it->tag == NULL ||
+		(it->inlen > 0 && (it->in == NULL || it->out == NULL)) ||
+		(it->aadlen > 0 && it->aad == NULL))
+		return CC_ERR_PARAM;
+	/* S2V reads the plaintext before CTR may overwrite it in place. */
+	if (!siv_s2v(k, it->aad, it->aadlen, it->in, it->inlen, it->tag) ||
+		!siv_ctr(k, it->tag, it->in, it->inlen, it->out))
+		return evp_failure();
+	return CC_OK;
+}
+
+static cc_status
+siv_open_one(cc_siv_key *k, cc_aead_item *it)
+{
+	uint8_t		v[SIV_BLOCK];
+	uint8_t		iv[SIV_BLOCK];
+
+	if (it->inlen > INT_MAX || it->tag == NULL ||
+		(it->inlen > 0 && (it->in == NULL || it->out == NULL)) ||
+		(it->aadlen > 0 && it->aad == NULL))
+		return CC_ERR_PARAM;
+	/* The tag may live in the buffer being decrypted in place: copy it. */
+	memcpy(iv, it->tag, SIV_BLOCK);
+	if (!siv_ctr(k, iv, it->in, it->inlen, it->out) ||
+		!siv_s2v(k, it->aad, it->aadlen, it->out, it->inlen, v))
+	{
+		if (it->inlen > 0)
+			cc_wipe(it->out, it->inlen);
+		return evp_failure();
+	}
+	if (cc_memcmp_ct(v, iv, SIV_BLOCK) != 0)
+	{
+		if (it->inlen > 0)
+			cc_wipe(it->out, it->inlen);
+		return CC_ERR_AUTH;
+	}
+	return CC_OK;
+}
+
+size_t
+cc_siv_seal_batch(cc_siv_key *k, cc_aead_item *items, size_t n)
+{
+	size_t		failed = 0;
+
+	for (size_t i = 0; i < n; i++)
+	{
+		items[i].status = siv_seal_one(k, &items[i]);
+		if (items[i].status != CC_OK)
+			failed++;
+	}
+	return failed;
+}
+
+size_t
+cc_siv_open_batch(cc_siv_key *k, cc_aead_item *items, size_t n)
+{
+	size_t		failed = 0;
+
+	for (size_t i = 0; i < n; i++)
+	{
+		items[i].status = siv_open_one(k, &items[i]);
+		if (items[i].status != CC_OK)
+			failed++;
+	}
+	return failed;
+}

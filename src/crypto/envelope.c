@@ -1,0 +1,131 @@
+/*-------------------------------------------------------------------------
+ *
+ * envelope.c
+ *	  Building and parsing the binary envelope of an encrypted value (see
+ *	  envelope.h for the layout).
+ *
+ * The parser checks lengths before it reads anything, and every field it
+ * hands back points inside the buffer it was given.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "colcrypt/envelope.h"
+
+#include <string.h>
+
+const char *
+cc_env_status_string(cc_env_status st)
+{
+	switch (st)
+	{
+		case CC_ENV_OK:
+			return "well-formed";
+		case CC_ENV_TRUNCATED:
+			return "ciphertext is truncated";
+		case CC_ENV_BAD_VERSION:
+			return "unknown ciphertext format version";
+		case CC_ENV_BAD_ALG:
+			return "unknown encryption algorithm";
+		case CC_ENV_BAD_TYPE:
+			return "unknown plaintext type";
+		case CC_ENV_BAD_FLAGS:
+			return "reserved flag bits are set";
+	}
+	return "unknown envelope status";
+}
+
+static size_t
+overhead(cc_alg alg)
+{
+	return CC_ENV_HEADER_LEN + CC_ENV_TAG_LEN +
+		(alg == CC_ALG_AES256_GCM ? CC_ENV_NONCE_LEN : 0);
+}
+
+size_t
+cc_envelope_size(cc_alg alg, size_t ptlen)
+{
+	return overhead(alg) + ptlen;
+}
+
+size_t
+cc_envelope_max_plaintext(cc_alg alg, size_t maxlen)
+{
+	return maxlen > overhead(alg) ? maxlen - overhead(alg) : 0;
+}
+
+static void
+put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t) (v >> 24);
+	p[1] = (uint8_t) (v >> 16);
+	p[2] = (uint8_t) (v >> 8);
+	p[3] = (uint8_t) v;
+}
+
+static uint32_t
+get32(const uint8_t *p)
+{
+	return ((uint32_t) p[0] << 24) | ((uint32_t) p[1] << 16) |
+		((uint32_t) p[2] << 8) | (uint32_t) p[3];
+}
+
+/* Point env's fields into a buffer of known-good length. */
+static void
+locate(const uint8_t *buf, size_t len, cc_envelope *env)
+{
+	size_t		nonce_len = env->alg == CC_ALG_AES256_GCM ? CC_ENV_NONCE_LEN : 0;
+
+	env->header = buf;
+	env->nonce = nonce_len ? buf + CC_ENV_HEADER_LEN : NULL;
+	env->ct = buf + CC_ENV_HEADER_LEN + nonce_len;
+	env->ctlen = len - overhead((cc_alg) env->alg);
+	env->tag = buf + len - CC_ENV_TAG_LEN;
+}
+
+void
+cc_envelope_init(uint8_t *buf, cc_alg alg, cc_type_code type,
+				 uint32_t key_id, uint32_t key_version, size_t ptlen,
+				 cc_envelope *env)
+{
+	buf[0] = CC_ENV_VERSION;
+	buf[1] = (uint8_t) alg;
+	buf[2] = (uint8_t) type;
+	buf[3] = 0;
+	put32(buf + 4, key_id);
+	put32(buf + 8, key_version);
+
+	env->version = CC_ENV_VERSION;
+	env->alg = (uint8_t) alg;
+	env->type = (uint8_t) type;
+	env->flags = 0;
+	env->key_id = key_id;
+	env->key_version = key_version;
+	locate(buf, cc_envelope_size(alg, ptlen), env);
+}
+
+cc_env_status
+cc_envelope_parse(const uint8_t *buf, size_t len, cc_envelope *env)
+{
+	memset(env, 0, sizeof(*env));
+	if (buf == NULL || len < CC_ENV_HEADER_LEN)
+		return CC_ENV_TRUNCATED;
+	if (buf[0] != CC_ENV_VERSION)
+		return CC_ENV_BAD_VERSION;
+	if (buf[1] != CC_ALG_AES256_GCM && buf[1] != CC_ALG_AES256_SIV)
+		return CC_ENV_BAD_ALG;
+	if (buf[2] < 1 || buf[2] > CC_TYPE_MAX)
+		return CC_ENV_BAD_TYPE;
+	if (buf[3] != 0)
+		return CC_ENV_BAD_FLAGS;
+	if (len < overhead((cc_alg) buf[1]))
+		return CC_ENV_TRUNCATED;
+
+	env->version = buf[0];
+	env->alg = buf[1];
+	env->type = buf[2];
+	env->flags = buf[3];
+	env->key_id = get32(buf + 4);
+	env->key_version = get32(buf + 8);
+	locate(buf, len, env);
+	return CC_ENV_OK;
+}

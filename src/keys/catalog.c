@@ -1,0 +1,682 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  Reading colcrypt's catalog tables and caching key metadata per
+ *	  backend.
+ *
+ * Reads go straight to the tables through their primary key indexes with
+ * the catalog snapshot, which PostgreSQL refreshes on every scan of a table
+ * without a syscache.  So a read always sees the latest committed state
+ * (plus this transaction's own changes), in any isolation level, in
+ * parallel workers and on hot standbys, and needs no SQL privilege on the
+ * tables (which PUBLIC cannot read).
+ *
+ * Cached metadata is thrown away when
+ *	 - the shared catalog epoch moved: another backend committed a change
+ *	   (primary only; shared memory is per server), or
+ *	 - a relcache invalidation names one of our tables: sent by every change
+ *	   through ColcryptCatalogChanged, WAL-logged with the commit and so
+ *	   replayed on standbys too, or
+ *	 - this backend's own transaction that changed the catalog aborted.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "colcrypt/colcrypt.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/pg_namespace.h"
+#include "executor/spi.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_collation.h"
+#include "colcrypt/catalog.h"
+#include "colcrypt/crypto.h"
+#include "colcrypt/keycache.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+/* ----------------------------------------------------------------------
+ * Key ids and states
+ * ----------------------------------------------------------------------
+ */
+
+uint32
+ColcryptKeyIdFromName(const char *name)
+{
+	static const char label[] = "colcrypt/v1/key-id";
+	size_t		namelen = strlen(name);
+	uint8	   *buf = palloc(sizeof(label) + namelen);
+	uint8		digest[32];
+
+	memcpy(buf, label, sizeof(label));	/* including its NUL separator */
+	memcpy(buf + sizeof(label), name, namelen);
+	if (cc_sha256(buf, sizeof(label) + namelen, digest) != CC_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not compute a key id")));
+	pfree(buf);
+	return (((uint32) digest[0] << 24) | ((uint32) digest[1] << 16) |
+			((uint32) digest[2] << 8) | (uint32) digest[3]) & 0x1FFFFFFF;
+}
+
+static const char *const state_names[] = {
+	[COLCRYPT_KEY_PRE_ACTIVATION] = "pre-activation",
+	[COLCRYPT_KEY_ACTIVE] = "active",
+	[COLCRYPT_KEY_DEACTIVATED] = "deactivated",
+	[COLCRYPT_KEY_COMPROMISED] = "compromised",
+	[COLCRYPT_KEY_DESTROYED] = "destroyed",
+	[COLCRYPT_KEY_DESTROYED_COMPROMISED] = "destroyed-compromised",
+};
+
+const char *
+ColcryptKeyStateName(ColcryptKeyState state)
+{
+	if ((int) state < 0 || (int) state >= (int) lengthof(state_names))
+		return "unknown";
+	return state_names[state];
+}
+
+bool
+ColcryptKeyStateFromName(const char *name, ColcryptKeyState *state)
+{
+	for (int i = 0; i < (int) lengthof(state_names); i++)
+	{
+		if (strcmp(name, state_names[i]) == 0)
+		{
+			*state = (ColcryptKeyState) i;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* ----------------------------------------------------------------------
+ * Catalog relations
+ * ----------------------------------------------------------------------
+ */
+
+typedef enum CatRel
+{
+	CAT_PROVIDER,
+	CAT_MASTER_KEY,
+	CAT_DATA_KEY,
+	CAT_KEY_VERSION,
+	CAT_KEY_GRANT,
+	CAT_NRELS
+} CatRel;
+
+typedef struct CatRelInfo
+{
+	const char *relname;		/* table in schema colcrypt */
+	const char *pkey;			/* its primary key index */
+	Oid			relid;			/* resolved lazily, reset on invalidation */
+	Oid			pkeyid;
+} CatRelInfo;
+
+static CatRelInfo catrels[CAT_NRELS] = {
+	[CAT_PROVIDER] = {"provider", "provider_pkey", InvalidOid, InvalidOid},
+	[CAT_MASTER_KEY] = {"master_key", "master_key_pkey", InvalidOid, InvalidOid},
+	[CAT_DATA_KEY] = {"data_key", "data_key_pkey", InvalidOid, InvalidOid},
+	[CAT_KEY_VERSION] = {"data_key_version", "data_key_version_pkey", InvalidOid, InvalidOid},
+	[CAT_KEY_GRANT] = {"key_grant", "key_grant_pkey", InvalidOid, InvalidOid},
+};
+
+Oid
+ColcryptCatalogRelid(const char *relname)
+{
+	Oid			nsp = get_namespace_oid(COLCRYPT_SCHEMA, true);
+
+	if (!OidIsValid(nsp))
+		return InvalidOid;
+	return get_relname_relid(relname, nsp);
+}
+
+/* Resolve one catalog table; false when the extension is not installed. */
+static bool
+catrel_resolve(CatRel which)
+{
+	CatRelInfo *c = &catrels[which];
+
+	if (!OidIsValid(c->relid) || !OidIsValid(c->pkeyid))
+	{
+		c->relid = ColcryptCatalogRelid(c->relname);
+		c->pkeyid = ColcryptCatalogRelid(c->pkey);
+	}
+	return OidIsValid(c->relid) && OidIsValid(c->pkeyid);
+}
+
+/* A column of a catalog tuple by name; the tables have a handful each. */
+static Datum
+getcol(HeapTuple tup, TupleDesc td, const char *col, bool *isnull)
+{
+	for (int i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), col) == 0)
+			return heap_getattr(tup, att->attnum, td, isnull);
+	}
+	elog(ERROR, "colcrypt catalog column \"%s\" not found", col);
+	return (Datum) 0;			/* keep compiler quiet */
+}
+
+static AttrNumber
+colnum(Relation rel, const char *col)
+{
+	TupleDesc	td = RelationGetDescr(rel);
+
+	for (int i = 0; i < td->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(td, i);
+
+		if (!att->attisdropped && strcmp(NameStr(att->attname), col) == 0)
+			return att->attnum;
+	}
+	elog(ERROR, "colcrypt catalog column \"%s\" not found", col);
+	return InvalidAttrNumber;
+}
+
+static char *
+getcol_text(HeapTuple tup, TupleDesc td, const char *col)
+{
+	bool		isnull;
+	Datum		d = getcol(tup, td, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* Scan key on an int4 column. */
+static void
+key_int4(ScanKey k, Relation rel, const char *col, int32 value)
+{
+	ScanKeyInit(k, colnum(rel, col), BTEqualStrategyNumber, F_INT4EQ,
+				Int32GetDatum(value));
+}
+
+/* Scan key on a text column. */
+static void
+key_text(ScanKey k, Relation rel, const char *col, const char *value)
+{
+	ScanKeyEntryInitialize(k, 0, colnum(rel, col), BTEqualStrategyNumber,
+						   InvalidOid, C_COLLATION_OID, F_TEXTEQ,
+						   CStringGetTextDatum(value));
+}
+
+/* ----------------------------------------------------------------------
+ * Freshness: epoch, invalidation callbacks, transaction end
+ * ----------------------------------------------------------------------
+ */
+
+static MemoryContext MetaContext = NULL;
+static HTAB *meta_cache = NULL;
+static uint64 meta_epoch = 0;	/* catalog epoch the cache was loaded at */
+static uint64 meta_generation = 1;
+static bool meta_stale = true;
+static bool changed_in_xact = false;
+static bool callbacks_registered = false;
+
+static void
+catalog_relcache_cb(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid)
+	{
+		meta_stale = true;
+		for (int i = 0; i < CAT_NRELS; i++)
+			catrels[i].relid = catrels[i].pkeyid = InvalidOid;
+		return;
+	}
+	for (int i = 0; i < CAT_NRELS; i++)
+	{
+		if (relid == catrels[i].relid)
+		{
+			meta_stale = true;
+			/* A dropped and recreated extension has new OIDs. */
+			for (int j = 0; j < CAT_NRELS; j++)
+				catrels[j].relid = catrels[j].pkeyid = InvalidOid;
+			return;
+		}
+	}
+}
+
+static void
+catalog_xact_cb(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			if (changed_in_xact)
+				ColcryptBumpCatalogEpoch();
+			changed_in_xact = false;
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			/* The cache may hold this transaction's rolled-back changes. */
+			if (changed_in_xact)
+				meta_stale = true;
+			changed_in_xact = false;
+			break;
+		default:
+			break;
+	}
+}
+
+static void
+catalog_subxact_cb(SubXactEvent event, SubTransactionId mySubid,
+				   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && changed_in_xact)
+		meta_stale = true;
+}
+
+static void
+register_callbacks(void)
+{
+	if (callbacks_registered)
+		return;
+	CacheRegisterRelcacheCallback(catalog_relcache_cb, (Datum) 0);
+	RegisterXactCallback(catalog_xact_cb, NULL);
+	RegisterSubXactCallback(catalog_subxact_cb, NULL);
+	callbacks_registered = true;
+}
+
+void
+ColcryptCatalogCheckFreshness(void)
+{
+	uint64		epoch;
+
+	register_callbacks();
+	/* Read the epoch before loading anything, so a later bump is noticed. */
+	epoch = ColcryptCatalogEpoch();
+	if (!meta_stale && epoch == meta_epoch && meta_cache != NULL)
+		return;
+
+	if (MetaContext == NULL)
+		MetaContext = AllocSetContextCreate(TopMemoryContext,
+											"colcrypt key metadata",
+											ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(MetaContext);
+
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(uint32);
+		ctl.entrysize = sizeof(ColcryptKeyMeta);
+		ctl.hcxt = MetaContext;
+		meta_cache = hash_create("colcrypt key metadata", 64, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	meta_epoch = epoch;
+	meta_stale = false;
+	meta_generation++;
+}
+
+uint64
+ColcryptMetaGeneration(void)
+{
+	return meta_generation;
+}
+
+void
+ColcryptCatalogChanged(void)
+{
+	Oid			relid;
+
+	register_callbacks();
+	relid = ColcryptCatalogRelid(catrels[CAT_KEY_VERSION].relname);
+	if (OidIsValid(relid))
+		CacheInvalidateRelcacheByRelid(relid);
+	changed_in_xact = true;
+	meta_stale = true;
+}
+
+/* ----------------------------------------------------------------------
+ * Key metadata
+ * ----------------------------------------------------------------------
+ */
+
+static int
+version_cmp(const void *a, const void *b)
+{
+	int32		va = ((const ColcryptKeyVersionMeta *) a)->version;
+	int32		vb = ((const ColcryptKeyVersionMeta *) b)->version;
+
+	return (va > vb) - (va < vb);
+}
+
+/* Fill meta (key_id already set) from the tables; false if no such key. */
+static bool
+load_meta(ColcryptKeyMeta *meta)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData skey;
+	HeapTuple	tup;
+	bool		found = false;
+	List	   *versions = NIL;
+	List	   *grants = NIL;
+	ListCell   *lc;
+	int			i;
+
+	if (!catrel_resolve(CAT_DATA_KEY) || !catrel_resolve(CAT_KEY_VERSION) ||
+		!catrel_resolve(CAT_KEY_GRANT))
+		return false;
+
+	/* The key itself. */
+	rel = table_open(catrels[CAT_DATA_KEY].relid, AccessShareLock);
+	key_int4(&skey, rel, "key_id", (int32) meta->key_id);
+	scan = systable_beginscan(rel, catrels[CAT_DATA_KEY].pkeyid, true, NULL, 1, &skey);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		TupleDesc	td = RelationGetDescr(rel);
+		bool		isnull;
+		char	   *name = getcol_text(tup, td, "name");
+
+		strlcpy(meta->name, name, NAMEDATALEN);
+		meta->owner = DatumGetObjectId(getcol(tup, td, "owner", &isnull));
+		if (isnull)
+			meta->owner = InvalidOid;
+		found = true;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (!found)
+		return false;
+
+	/* Its versions. */
+	rel = table_open(catrels[CAT_KEY_VERSION].relid, AccessShareLock);
+	key_int4(&skey, rel, "key_id", (int32) meta->key_id);
+	scan = systable_beginscan(rel, catrels[CAT_KEY_VERSION].pkeyid, true, NULL, 1, &skey);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		TupleDesc	td = RelationGetDescr(rel);
+		bool		isnull;
+		ColcryptKeyVersionMeta *v = palloc(sizeof(ColcryptKeyVersionMeta));
+		char	   *state = getcol_text(tup, td, "state");
+
+		v->version = DatumGetInt32(getcol(tup, td, "version", &isnull));
+		if (state == NULL || !ColcryptKeyStateFromName(state, &v->state))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("data key \"%s\" version %d has an invalid state in the catalog",
+							meta->name, v->version)));
+		versions = lappend(versions, v);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	/* Grants on it. */
+	rel = table_open(catrels[CAT_KEY_GRANT].relid, AccessShareLock);
+	key_int4(&skey, rel, "key_id", (int32) meta->key_id);
+	scan = systable_beginscan(rel, catrels[CAT_KEY_GRANT].pkeyid, true, NULL, 1, &skey);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		TupleDesc	td = RelationGetDescr(rel);
+		bool		isnull;
+		ColcryptGrantMeta *g = palloc(sizeof(ColcryptGrantMeta));
+		char	   *priv = getcol_text(tup, td, "privilege");
+
+		g->grantee = DatumGetObjectId(getcol(tup, td, "grantee", &isnull));
+		g->privs = (priv && strcmp(priv, "encrypt") == 0) ? COLCRYPT_PRIV_ENCRYPT :
+			(priv && strcmp(priv, "decrypt") == 0) ? COLCRYPT_PRIV_DECRYPT : 0;
+		grants = lappend(grants, g);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	/* Copy into the cache's context. */
+	meta->nversions = list_length(versions);
+	meta->versions = MemoryContextAlloc(MetaContext,
+										sizeof(ColcryptKeyVersionMeta) * Max(meta->nversions, 1));
+	i = 0;
+	foreach(lc, versions)
+		meta->versions[i++] = *(ColcryptKeyVersionMeta *) lfirst(lc);
+	qsort(meta->versions, meta->nversions, sizeof(ColcryptKeyVersionMeta), version_cmp);
+	meta->active_version = 0;
+	for (i = 0; i < meta->nversions; i++)
+		if (meta->versions[i].state == COLCRYPT_KEY_ACTIVE)
+			meta->active_version = meta->versions[i].version;
+
+	meta->ngrants = list_length(grants);
+	meta->grants = MemoryContextAlloc(MetaContext,
+									  sizeof(ColcryptGrantMeta) * Max(meta->ngrants, 1));
+	i = 0;
+	foreach(lc, grants)
+		meta->grants[i++] = *(ColcryptGrantMeta *) lfirst(lc);
+
+	list_free_deep(versions);
+	list_free_deep(grants);
+	return true;
+}
+
+ColcryptKeyMeta *
+ColcryptGetKeyMeta(uint32 key_id, bool missing_ok)
+{
+	ColcryptKeyMeta *meta;
+	bool		found;
+
+	ColcryptCatalogCheckFreshness();
+	meta = hash_search(meta_cache, &key_id, HASH_FIND, NULL);
+	if (meta == NULL)
+	{
+		ColcryptKeyMeta tmp;
+
+		memset(&tmp, 0, sizeof(tmp));
+		tmp.key_id = key_id;
+		if (!load_meta(&tmp))
+		{
+			if (missing_ok)
+				return NULL;
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("data key with id %u does not exist", key_id),
+					 errhint("The value was encrypted with a key this database does not have.")));
+		}
+		/* An invalidation during the load makes what we read suspect. */
+		if (meta_stale)
+			return ColcryptGetKeyMeta(key_id, missing_ok);
+		meta = hash_search(meta_cache, &key_id, HASH_ENTER, &found);
+		*meta = tmp;
+	}
+	return meta;
+}
+
+ColcryptKeyMeta *
+ColcryptGetKeyMetaByName(const char *name, bool missing_ok)
+{
+	ColcryptKeyMeta *meta = NULL;
+
+	if (strlen(name) > 0 && strlen(name) <= COLCRYPT_MAX_NAME_LEN)
+		meta = ColcryptGetKeyMeta(ColcryptKeyIdFromName(name), true);
+	if (meta != NULL && strcmp(meta->name, name) == 0)
+		return meta;
+	if (!missing_ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("data key \"%s\" does not exist", name),
+				 errhint("Create it with colcrypt.create_key(name, master_key).")));
+	return NULL;
+}
+
+ColcryptKeyVersionMeta *
+ColcryptFindVersion(ColcryptKeyMeta *meta, int32 version)
+{
+	ColcryptKeyVersionMeta key = {version, 0};
+
+	return bsearch(&key, meta->versions, meta->nversions,
+				   sizeof(ColcryptKeyVersionMeta), version_cmp);
+}
+
+/* ----------------------------------------------------------------------
+ * What unwrapping needs
+ * ----------------------------------------------------------------------
+ */
+
+/* Fetch the first row of table `which` whose pkey column `col` is `value`. */
+static bool
+lookup_by_name(CatRel which, const char *col, const char *value,
+			   void (*fill) (HeapTuple, TupleDesc, ColcryptUnwrapInfo *),
+			   ColcryptUnwrapInfo *info)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData skey;
+	HeapTuple	tup;
+	bool		found = false;
+
+	if (!catrel_resolve(which))
+		return false;
+	rel = table_open(catrels[which].relid, AccessShareLock);
+	key_text(&skey, rel, col, value);
+	scan = systable_beginscan(rel, catrels[which].pkeyid, true, NULL, 1, &skey);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		fill(tup, RelationGetDescr(rel), info);
+		found = true;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
+static void
+fill_master_key(HeapTuple tup, TupleDesc td, ColcryptUnwrapInfo *info)
+{
+	info->provider = getcol_text(tup, td, "provider");
+	info->key_ref = getcol_text(tup, td, "key_ref");
+}
+
+static void
+fill_provider(HeapTuple tup, TupleDesc td, ColcryptUnwrapInfo *info)
+{
+	bool		isnull;
+	Datum		opts = getcol(tup, td, "options", &isnull);
+
+	info->kind = getcol_text(tup, td, "kind");
+	info->options = isnull ? NULL : DatumGetJsonbPCopy(opts);
+}
+
+bool
+ColcryptFetchUnwrapInfo(uint32 key_id, int32 version, ColcryptUnwrapInfo *info)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData skey[2];
+	HeapTuple	tup;
+	bool		found = false;
+
+	memset(info, 0, sizeof(*info));
+	info->key_id = key_id;
+	info->version = version;
+	if (!catrel_resolve(CAT_KEY_VERSION))
+		return false;
+
+	rel = table_open(catrels[CAT_KEY_VERSION].relid, AccessShareLock);
+	key_int4(&skey[0], rel, "key_id", (int32) key_id);
+	key_int4(&skey[1], rel, "version", version);
+	scan = systable_beginscan(rel, catrels[CAT_KEY_VERSION].pkeyid, true, NULL, 2, skey);
+	if (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		TupleDesc	td = RelationGetDescr(rel);
+		bool		isnull;
+		Datum		w = getcol(tup, td, "wrapped_key", &isnull);
+		char	   *state = getcol_text(tup, td, "state");
+
+		info->wrapped = isnull ? NULL : DatumGetByteaPCopy(w);
+		info->wrap_meta = getcol_text(tup, td, "wrap_meta");
+		info->master_key = getcol_text(tup, td, "master_key");
+		if (state == NULL || !ColcryptKeyStateFromName(state, &info->state))
+			info->state = COLCRYPT_KEY_DESTROYED;
+		found = true;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (!found || info->master_key == NULL)
+		return found;
+
+	if (!lookup_by_name(CAT_MASTER_KEY, "name", info->master_key,
+						fill_master_key, info) ||
+		!lookup_by_name(CAT_PROVIDER, "name", info->provider,
+						fill_provider, info))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("master key \"%s\" of data key version %d is missing from the catalog",
+						info->master_key, version)));
+	return true;
+}
+
+/* ----------------------------------------------------------------------
+ * Writing
+ * ----------------------------------------------------------------------
+ */
+
+static Oid
+catalog_owner(void)
+{
+	Oid			nsp = get_namespace_oid(COLCRYPT_SCHEMA, false);
+	HeapTuple	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for namespace %u", nsp);
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+uint64
+ColcryptCatalogExec(const char *sql, int nargs, Oid *argtypes, Datum *values,
+					const char *nulls, Datum *result, bool *result_isnull)
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	MemoryContext caller = CurrentMemoryContext;
+	uint64		processed;
+	int			rc;
+
+	/* Transaction abort restores the user id if this errors out. */
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(catalog_owner(),
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
+	if (rc < 0)
+		elog(ERROR, "colcrypt catalog statement failed: %s", SPI_result_code_string(rc));
+	processed = SPI_processed;
+	if (result != NULL)
+	{
+		*result_isnull = true;
+		*result = (Datum) 0;
+		if (SPI_tuptable != NULL && SPI_processed > 0)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+			if (!isnull)
+			{
+				Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, 0);
+				MemoryContext old = MemoryContextSwitchTo(caller);
+
+				*result = datumCopy(d, att->attbyval, att->attlen);
+				MemoryContextSwitchTo(old);
+				*result_isnull = false;
+			}
+		}
+	}
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	return processed;
+}

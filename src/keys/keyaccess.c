@@ -1,0 +1,491 @@
+/*-------------------------------------------------------------------------
+ *
+ * keyaccess.c
+ *	  Data keys for the data path: per-backend cipher contexts, the state
+ *	  gate, privileges, unwrapping through the shared cache, and the
+ *	  transit key.
+ *
+ * A backend keeps one context pair per key version it has used (GCM and
+ * SIV, each keyed with a subkey derived from the data key by HKDF), so no
+ * value pays for a key schedule.  A context is dropped when its TTL ends
+ * (colcrypt.key_cache_ttl from when the key was unwrapped), when the
+ * catalog says its version may no longer be used, or when the table grows
+ * past a bound.  The data key itself is held only for the instant of the
+ * derivation and wiped.
+ *
+ * Lookup order for a version without a live context: the shared cache
+ * (keycache.c), then the provider, which is asked by one backend while the
+ * others wait (see keycache.c's protocol).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "colcrypt/colcrypt.h"
+
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "colcrypt/envelope.h"
+#include "colcrypt/keycache.h"
+#include "colcrypt/keys.h"
+#include "colcrypt/provider.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+
+#define MAX_LOCAL_DEKS		1024
+/* Re-key the transit key long before GCM's 2^32 random-nonce bound. */
+#define TRANSIT_MAX_USES	(UINT64CONST(1) << 28)
+
+typedef struct DekKey
+{
+	uint32		key_id;
+	uint32		version;
+} DekKey;
+
+static HTAB *deks = NULL;
+static uint32 transit_generation = 0;	/* this backend's current one */
+
+void
+ColcryptKeyAccessInit(void)
+{
+	/* Nothing to set up at load time; contexts are made on first use. */
+}
+
+static void
+dek_release(ColcryptDek *d)
+{
+	cc_gcm_key_free(d->gcm);
+	cc_siv_key_free(d->siv);
+	d->gcm = NULL;
+	d->siv = NULL;
+}
+
+static void
+forget_all(void)
+{
+	HASH_SEQ_STATUS seq;
+	ColcryptDek *d;
+
+	if (deks == NULL)
+		return;
+	hash_seq_init(&seq, deks);
+	while ((d = hash_seq_search(&seq)) != NULL)
+		dek_release(d);
+	hash_destroy(deks);
+	deks = NULL;
+}
+
+void
+ColcryptDekForget(uint32 key_id, int64 version)
+{
+	HASH_SEQ_STATUS seq;
+	ColcryptDek *d;
+
+	if (deks == NULL)
+		return;
+	hash_seq_init(&seq, deks);
+	while ((d = hash_seq_search(&seq)) != NULL)
+	{
+		if (d->key_id == key_id && (version < 0 || d->version == (uint32) version))
+		{
+			dek_release(d);
+			hash_search(deks, d, HASH_REMOVE, NULL);
+		}
+	}
+}
+
+static HTAB *
+dek_table(void)
+{
+	if (deks == NULL || hash_get_num_entries(deks) >= MAX_LOCAL_DEKS)
+	{
+		HASHCTL		ctl;
+
+		forget_all();
+		ctl.keysize = sizeof(DekKey);
+		ctl.entrysize = sizeof(ColcryptDek);
+		deks = hash_create("colcrypt data key contexts", 64, &ctl,
+						   HASH_ELEM | HASH_BLOBS);
+	}
+	return deks;
+}
+
+/* Derive the GCM and SIV subkeys of a data key version and key contexts. */
+static void
+dek_build(ColcryptDek *d, const uint8 *dek)
+{
+	static const char gcm_label[] = "colcrypt/v1/aes-256-gcm";
+	static const char siv_label[] = "colcrypt/v1/aes-256-siv";
+	uint8		info[sizeof(siv_label) + 8];
+	uint8		gcm_key[CC_AES256_KEY_LEN];
+	uint8		siv_key[CC_SIV_KEY_LEN];
+	bool		ok;
+
+	StaticAssertStmt(sizeof(gcm_label) == sizeof(siv_label), "labels differ in length");
+	info[sizeof(gcm_label) + 0] = (uint8) (d->key_id >> 24);
+	info[sizeof(gcm_label) + 1] = (uint8) (d->key_id >> 16);
+	info[sizeof(gcm_label) + 2] = (uint8) (d->key_id >> 8);
+	info[sizeof(gcm_label) + 3] = (uint8) d->key_id;
+	info[sizeof(gcm_label) + 4] = (uint8) (d->version >> 24);
+	info[sizeof(gcm_label) + 5] = (uint8) (d->version >> 16);
+	info[sizeof(gcm_label) + 6] = (uint8) (d->version >> 8);
+	info[sizeof(gcm_label) + 7] = (uint8) d->version;
+
+	memcpy(info, gcm_label, sizeof(gcm_label));
+	ok = cc_hkdf_sha256(dek, CC_DEK_LEN, NULL, 0, info, sizeof(info),
+						gcm_key, sizeof(gcm_key)) == CC_OK;
+	memcpy(info, siv_label, sizeof(siv_label));
+	ok = ok && cc_hkdf_sha256(dek, CC_DEK_LEN, NULL, 0, info, sizeof(info),
+							  siv_key, sizeof(siv_key)) == CC_OK;
+	if (ok)
+	{
+		d->gcm = cc_gcm_key_new(gcm_key);
+		d->siv = cc_siv_key_new(siv_key, sizeof(siv_key));
+	}
+	cc_wipe(gcm_key, sizeof(gcm_key));
+	cc_wipe(siv_key, sizeof(siv_key));
+	if (d->gcm == NULL || d->siv == NULL)
+	{
+		dek_release(d);
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not set up the cipher for data key version %u", d->version)));
+	}
+}
+
+/* ----------------------------------------------------------------------
+ * Privileges
+ * ----------------------------------------------------------------------
+ */
+
+bool
+ColcryptHasKeyPrivilege(uint32 key_id, int priv)
+{
+	Oid			role = GetUserId();
+	ColcryptKeyMeta *meta;
+	int			held = 0;
+
+	if (key_id == CC_TRANSIT_KEY_ID || superuser())
+		return true;
+	meta = ColcryptGetKeyMeta(key_id, true);
+	if (meta == NULL)
+		return false;
+	if (OidIsValid(meta->owner) && has_privs_of_role(role, meta->owner))
+		return true;
+	for (int i = 0; i < meta->ngrants; i++)
+		if (has_privs_of_role(role, meta->grants[i].grantee))
+			held |= meta->grants[i].privs;
+	return (held & priv) == priv;
+}
+
+void
+ColcryptCheckKeyPrivilege(uint32 key_id, int priv)
+{
+	if (!ColcryptHasKeyPrivilege(key_id, priv))
+	{
+		ColcryptKeyMeta *meta = ColcryptGetKeyMeta(key_id, false);
+		const char *what = priv == COLCRYPT_PRIV_ENCRYPT ? "encrypt" : "decrypt";
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s with data key \"%s\"", what, meta->name),
+				 errhint("The key's owner can run: SELECT colcrypt.grant_key('%s', '%s', '%s');",
+						 meta->name, GetUserNameFromId(GetUserId(), false), what)));
+	}
+}
+
+/* ----------------------------------------------------------------------
+ * Unwrapping
+ * ----------------------------------------------------------------------
+ */
+
+/* Get the key bytes of a version: shared cache, else the provider. */
+static void
+obtain_dek(const char *keyname, uint32 key_id, uint32 version,
+		   uint8 *dek, TimestampTz *loaded_at)
+{
+	ColcryptCacheResult res;
+	uint64		epoch;
+	ColcryptUnwrapInfo info;
+
+	res = ColcryptKeyCacheAcquire(key_id, version, dek, loaded_at);
+	if (res == COLCRYPT_CACHE_HIT)
+		return;
+
+	/* Read the epoch before the catalog, so a change meanwhile is seen. */
+	epoch = ColcryptCatalogEpoch();
+	PG_TRY();
+	{
+		ColcryptWrapContext ctx;
+
+		if (!ColcryptFetchUnwrapInfo(key_id, (int32) version, &info))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("data key \"%s\" has no version %u", keyname, version)));
+		if (info.wrapped == NULL || info.state == COLCRYPT_KEY_DESTROYED ||
+			info.state == COLCRYPT_KEY_DESTROYED_COMPROMISED)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("data key \"%s\" version %u has been destroyed", keyname, version),
+					 errdetail("Values encrypted under it can no longer be decrypted.")));
+		ctx.key_ref = info.key_ref;
+		ctx.key_id = key_id;
+		ctx.key_version = version;
+		ColcryptProviderUnwrap(info.provider, info.kind, info.options, &ctx,
+							   (uint8 *) VARDATA_ANY(info.wrapped),
+							   VARSIZE_ANY_EXHDR(info.wrapped),
+							   info.wrap_meta, dek, CC_DEK_LEN);
+	}
+	PG_CATCH();
+	{
+		cc_wipe(dek, CC_DEK_LEN);
+		if (res == COLCRYPT_CACHE_LOAD)
+			ColcryptKeyCacheAbandon(key_id, version);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (res == COLCRYPT_CACHE_LOAD)
+		ColcryptKeyCacheFill(key_id, version, dek, epoch, loaded_at);
+	else
+		*loaded_at = GetCurrentTimestamp();
+}
+
+/* Check that a version's state allows the use; raise 55000 if not. */
+static void
+check_state(ColcryptKeyMeta *meta, uint32 version, bool encrypt)
+{
+	ColcryptKeyVersionMeta *v = ColcryptFindVersion(meta, (int32) version);
+
+	if (v == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("data key \"%s\" has no version %u", meta->name, version)));
+	switch (v->state)
+	{
+		case COLCRYPT_KEY_ACTIVE:
+			return;
+		case COLCRYPT_KEY_DEACTIVATED:
+		case COLCRYPT_KEY_COMPROMISED:
+			if (!encrypt)
+				return;
+			break;
+		default:
+			break;
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("data key \"%s\" version %u is %s and cannot be used to %s",
+					meta->name, version, ColcryptKeyStateName(v->state),
+					encrypt ? "encrypt" : "decrypt"),
+			 (v->state == COLCRYPT_KEY_DESTROYED || v->state == COLCRYPT_KEY_DESTROYED_COMPROMISED) ?
+			 errdetail("Values encrypted under it can no longer be decrypted.") : 0));
+}
+
+/* A live context for a data key version, after its state was checked. */
+static ColcryptDek *
+dek_for(ColcryptKeyMeta *meta, uint32 version)
+{
+	DekKey		k = {meta->key_id, version};
+	ColcryptDek *d;
+	bool		found;
+	TimestampTz now = GetCurrentTimestamp();
+
+	d = hash_search(dek_table(), &k, HASH_ENTER, &found);
+	if (found && d->gcm != NULL && d->expires_at > now)
+	{
+		d->meta_generation = ColcryptMetaGeneration();
+		return d;
+	}
+	if (found)
+		dek_release(d);
+	d->gcm = NULL;
+	d->siv = NULL;
+	d->uses = 0;
+
+	PG_TRY();
+	{
+		uint8		dek[CC_DEK_LEN];
+		TimestampTz loaded_at;
+
+		obtain_dek(meta->name, meta->key_id, version, dek, &loaded_at);
+		PG_TRY();
+		{
+			dek_build(d, dek);
+		}
+		PG_FINALLY();
+		{
+			cc_wipe(dek, sizeof(dek));
+		}
+		PG_END_TRY();
+		d->expires_at = loaded_at + (int64) colcrypt_key_cache_ttl * USECS_PER_SEC;
+	}
+	PG_CATCH();
+	{
+		hash_search(deks, &k, HASH_REMOVE, NULL);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	d->meta_generation = ColcryptMetaGeneration();
+	return d;
+}
+
+/* ----------------------------------------------------------------------
+ * Transit key
+ * ----------------------------------------------------------------------
+ */
+
+static ColcryptDek *
+transit_dek(uint32 generation)
+{
+	DekKey		k = {CC_TRANSIT_KEY_ID, generation};
+	ColcryptDek *d;
+	bool		found;
+
+	d = hash_search(dek_table(), &k, HASH_ENTER, &found);
+	if (!found || d->gcm == NULL)
+	{
+		uint8		key[CC_AES256_KEY_LEN];
+
+		d->gcm = NULL;
+		d->siv = NULL;
+		d->uses = 0;
+		d->expires_at = 0;
+		PG_TRY();
+		{
+			ColcryptTransitKey(generation, key);
+			dek_build(d, key);
+		}
+		PG_FINALLY();
+		{
+			cc_wipe(key, sizeof(key));
+		}
+		PG_END_TRY();
+	}
+	return d;
+}
+
+/* ----------------------------------------------------------------------
+ * Entry points
+ * ----------------------------------------------------------------------
+ */
+
+ColcryptDek *
+ColcryptDekForEncrypt(uint32 key_id)
+{
+	ColcryptKeyMeta *meta;
+
+	ColcryptRequirePreload();
+	if (key_id == CC_TRANSIT_KEY_ID)
+	{
+		ColcryptDek *d;
+
+		if (transit_generation == 0)
+			transit_generation = ColcryptTransitNextGeneration();
+		d = transit_dek(transit_generation);
+		if (d->uses >= TRANSIT_MAX_USES)
+		{
+			transit_generation = ColcryptTransitNextGeneration();
+			d = transit_dek(transit_generation);
+		}
+		d->uses++;
+		return d;
+	}
+
+	/* Privilege first: a metadata pointer lasts until the next lookup. */
+	ColcryptCheckKeyPrivilege(key_id, COLCRYPT_PRIV_ENCRYPT);
+	meta = ColcryptGetKeyMeta(key_id, false);
+	if (meta->active_version == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("data key \"%s\" has no active version", meta->name),
+				 errhint("Activate a version with colcrypt.set_key_state() or make one with colcrypt.rotate_key().")));
+	return dek_for(meta, (uint32) meta->active_version);
+}
+
+ColcryptDek *
+ColcryptDekForDecrypt(uint32 key_id, uint32 version)
+{
+	ColcryptKeyMeta *meta;
+
+	ColcryptRequirePreload();
+	if (key_id == CC_TRANSIT_KEY_ID)
+		return transit_dek(version);
+
+	ColcryptCheckKeyPrivilege(key_id, COLCRYPT_PRIV_DECRYPT);
+	meta = ColcryptGetKeyMeta(key_id, false);
+	check_state(meta, version, false);
+	return dek_for(meta, version);
+}
+
+char *
+ColcryptGenerateWrappedDek(const char *master_key, uint32 key_id,
+						   uint32 version, StringInfo wrapped)
+{
+	uint8		dek[CC_DEK_LEN];
+	char	   *wrap_meta = NULL;
+	ColcryptUnwrapInfo info;
+	ColcryptWrapContext ctx;
+	Datum		result;
+	bool		isnull;
+	Oid			types[1] = {TEXTOID};
+	Datum		values[1];
+
+	/* The master key's provider. */
+	values[0] = CStringGetTextDatum(master_key);
+	ColcryptCatalogExec("SELECT jsonb_build_array(m.key_ref, p.name, p.kind, p.options)"
+						" FROM colcrypt.master_key m JOIN colcrypt.provider p ON p.name = m.provider"
+						" WHERE m.name = $1",
+						1, types, values, NULL, &result, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("master key \"%s\" does not exist", master_key),
+				 errhint("Add it with colcrypt.add_master_key(name, provider, key_ref).")));
+	memset(&info, 0, sizeof(info));
+	{
+		Jsonb	   *arr = DatumGetJsonbP(result);
+		JsonbValue *v;
+
+		v = getIthJsonbValueFromContainer(&arr->root, 0);
+		info.key_ref = pnstrdup(v->val.string.val, v->val.string.len);
+		v = getIthJsonbValueFromContainer(&arr->root, 1);
+		info.provider = pnstrdup(v->val.string.val, v->val.string.len);
+		v = getIthJsonbValueFromContainer(&arr->root, 2);
+		info.kind = pnstrdup(v->val.string.val, v->val.string.len);
+		v = getIthJsonbValueFromContainer(&arr->root, 3);
+		info.options = JsonbValueToJsonb(v);
+	}
+
+	ctx.key_ref = info.key_ref;
+	ctx.key_id = key_id;
+	ctx.key_version = version;
+	if (cc_random(dek, sizeof(dek)) != CC_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a data key")));
+	PG_TRY();
+	{
+		uint8		check[CC_DEK_LEN];
+
+		ColcryptProviderWrap(info.provider, info.kind, info.options, &ctx,
+							 dek, sizeof(dek), wrapped, &wrap_meta);
+		/* Prove the round trip before anything is recorded. */
+		ColcryptProviderUnwrap(info.provider, info.kind, info.options, &ctx,
+							   (uint8 *) wrapped->data, wrapped->len, wrap_meta,
+							   check, sizeof(check));
+		if (cc_memcmp_ct(check, dek, sizeof(dek)) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("key provider \"%s\" returned a different key than it wrapped",
+							info.provider)));
+		cc_wipe(check, sizeof(check));
+	}
+	PG_FINALLY();
+	{
+		cc_wipe(dek, sizeof(dek));
+	}
+	PG_END_TRY();
+	return wrap_meta;
+}

@@ -1,0 +1,565 @@
+/*-------------------------------------------------------------------------
+ *
+ * keycache.c
+ *	  The shared-memory cache of unwrapped data keys.
+ *
+ * One region, requested at postmaster start, holds a fixed array of
+ * colcrypt.key_cache_entries slots (key id, version, 32 key bytes, load
+ * time, LRU stamp), the counters the colcrypt.key_cache view shows, the
+ * catalog epoch and the transit secret.  The region is page-aligned and
+ * marked MADV_DONTDUMP (and mlock'ed where the limit allows), so key bytes
+ * are left out of core dumps of every process and are not swapped out.
+ *
+ * Locking protocol:
+ *	 - lock (one LWLock) guards every slot's key_id, version, state,
+ *	   loader, loaded_at and key bytes.  Readers take it LW_SHARED to find a
+ *	   valid slot and copy its key out; anything that changes a slot takes
+ *	   it LW_EXCLUSIVE.
+ *	 - last_used, the counters, the catalog epoch and the transit
+ *	   generation are atomics, updated without the lock (last_used under
+ *	   the shared lock is fine: eviction reads it under the exclusive lock
+ *	   and only needs an approximate order).
+ *	 - No one holds the lock across a provider call.  A backend that misses
+ *	   marks the slot LOADING with its pid, releases the lock, calls the
+ *	   provider, then fills the slot under the exclusive lock.  Others that
+ *	   want the same key sleep on the condition variable until the slot
+ *	   leaves LOADING, for at most colcrypt.kms_timeout plus a second; after
+ *	   that (a stuck or dead loader) they take the slot over.  A loader
+ *	   that errors out abandons its slot in PG_CATCH; one that exits
+ *	   abandons it in a shmem-exit callback.
+ *	 - The transit secret is written once, in the postmaster, before any
+ *	   backend exists, and only read afterwards.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "colcrypt/colcrypt.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "colcrypt/keycache.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+typedef enum SlotState
+{
+	SLOT_EMPTY = 0,
+	SLOT_LOADING,				/* a backend is asking the provider */
+	SLOT_VALID					/* key bytes present */
+} SlotState;
+
+typedef struct KeySlot
+{
+	uint32		key_id;			/* data key id (never 0: transit is not cached) */
+	uint32		version;		/* key version */
+	SlotState	state;			/* see SlotState */
+	int			loader_pid;		/* LOADING: pid of the loader */
+	TimestampTz loading_since;	/* LOADING: when the loader started */
+	TimestampTz loaded_at;		/* VALID: when the key was unwrapped */
+	pg_atomic_uint64 last_used; /* LRU stamp from KeyCacheShared.clock */
+	uint8		dek[CC_DEK_LEN];	/* VALID: the unwrapped key */
+} KeySlot;
+
+typedef struct KeyCacheShared
+{
+	LWLock	   *lock;			/* see the locking protocol above */
+	ConditionVariable loaded;	/* broadcast when a slot leaves LOADING */
+	pg_atomic_uint64 clock;		/* LRU clock */
+	pg_atomic_uint64 epoch;		/* catalog epoch */
+	pg_atomic_uint64 hits;		/* lookups served from the cache */
+	pg_atomic_uint64 misses;	/* lookups that had to ask the provider */
+	pg_atomic_uint64 provider_calls;	/* calls to any key provider */
+	pg_atomic_uint64 provider_failures; /* of which failed */
+	pg_atomic_uint64 evictions; /* valid slots reused for another key */
+	pg_atomic_uint64 expirations;	/* slots dropped at their TTL */
+	pg_atomic_uint32 transit_generation;	/* last transit generation handed out */
+	uint8		transit_secret[CC_AES256_KEY_LEN];	/* never leaves memory */
+	int			nslots;			/* colcrypt.key_cache_entries */
+	KeySlot		slots[FLEXIBLE_ARRAY_MEMBER];
+} KeyCacheShared;
+
+static KeyCacheShared *cache = NULL;
+
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool exit_callback_registered = false;
+
+static Size
+page_size(void)
+{
+	long		ps = sysconf(_SC_PAGESIZE);
+
+	return ps > 0 ? (Size) ps : 4096;
+}
+
+static Size
+cache_struct_size(void)
+{
+	return add_size(offsetof(KeyCacheShared, slots),
+					mul_size(colcrypt_key_cache_entries, sizeof(KeySlot)));
+}
+
+/* The request: the struct rounded to whole pages, plus a page to align it. */
+static Size
+cache_request_size(void)
+{
+	Size		ps = page_size();
+
+	return add_size(TYPEALIGN(ps, cache_struct_size()), ps);
+}
+
+static void
+keycache_shmem_request(void)
+{
+#if PG_VERSION_NUM >= 150000
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(cache_request_size());
+	RequestNamedLWLockTranche("colcrypt_keycache", 1);
+}
+
+static void
+keycache_shmem_startup(void)
+{
+	bool		found;
+	char	   *raw;
+	Size		ps = page_size();
+	Size		len = TYPEALIGN(ps, cache_struct_size());
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	raw = ShmemInitStruct("colcrypt key cache", cache_request_size(), &found);
+	cache = (KeyCacheShared *) TYPEALIGN(ps, raw);
+	if (!found)
+	{
+		memset(cache, 0, len);
+		cache->lock = &(GetNamedLWLockTranche("colcrypt_keycache"))->lock;
+		ConditionVariableInit(&cache->loaded);
+		pg_atomic_init_u64(&cache->clock, 0);
+		pg_atomic_init_u64(&cache->epoch, 1);
+		pg_atomic_init_u64(&cache->hits, 0);
+		pg_atomic_init_u64(&cache->misses, 0);
+		pg_atomic_init_u64(&cache->provider_calls, 0);
+		pg_atomic_init_u64(&cache->provider_failures, 0);
+		pg_atomic_init_u64(&cache->evictions, 0);
+		pg_atomic_init_u64(&cache->expirations, 0);
+		pg_atomic_init_u32(&cache->transit_generation, 0);
+		cache->nslots = colcrypt_key_cache_entries;
+		for (int i = 0; i < cache->nslots; i++)
+			pg_atomic_init_u64(&cache->slots[i].last_used, 0);
+
+		/*
+		 * Keep key bytes out of core dumps and swap.  Forked backends inherit
+		 * both properties of the mapping.
+		 */
+		if (madvise(cache, len, MADV_DONTDUMP) != 0)
+			ereport(WARNING,
+					(errmsg("colcrypt: could not exclude the key cache from core dumps: %m"),
+					 errhint("With huge_pages = on the cache cannot be marked; set huge_pages = off or try.")));
+		if (mlock(cache, len) != 0)
+			ereport(LOG,
+					(errmsg("colcrypt: could not lock the key cache in memory: %m"),
+					 errdetail("Unwrapped keys may be written to swap.")));
+
+		if (!pg_strong_random(cache->transit_secret, sizeof(cache->transit_secret)))
+			ereport(FATAL,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("colcrypt: could not generate the transit key")));
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+ColcryptKeyCacheInit(void)
+{
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = keycache_shmem_request;
+#else
+	keycache_shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = keycache_shmem_startup;
+}
+
+static KeyCacheShared *
+get_cache(void)
+{
+	ColcryptRequirePreload();
+	if (cache == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("colcrypt key cache is not initialized")));
+	return cache;
+}
+
+static void
+wipe_slot(KeySlot *s)
+{
+	cc_wipe(s->dek, sizeof(s->dek));
+	s->state = SLOT_EMPTY;
+	s->key_id = 0;
+	s->version = 0;
+	s->loader_pid = 0;
+}
+
+/* Find (key_id, version) among non-empty slots; caller holds the lock. */
+static KeySlot *
+find_slot(uint32 key_id, uint32 version)
+{
+	for (int i = 0; i < cache->nslots; i++)
+	{
+		KeySlot    *s = &cache->slots[i];
+
+		if (s->state != SLOT_EMPTY && s->key_id == key_id && s->version == version)
+			return s;
+	}
+	return NULL;
+}
+
+static bool
+slot_expired(KeySlot *s, TimestampTz now)
+{
+	return s->state == SLOT_VALID &&
+		now - s->loaded_at >= (int64) colcrypt_key_cache_ttl * USECS_PER_SEC;
+}
+
+/*
+ * A slot for a new entry: an empty one, else the least recently used valid
+ * one (wiped).  NULL when every slot is loading.  Caller holds the lock
+ * exclusively.
+ */
+static KeySlot *
+claim_slot(void)
+{
+	KeySlot    *victim = NULL;
+	uint64		oldest = PG_UINT64_MAX;
+
+	for (int i = 0; i < cache->nslots; i++)
+	{
+		KeySlot    *s = &cache->slots[i];
+		uint64		used;
+
+		if (s->state == SLOT_EMPTY)
+			return s;
+		if (s->state != SLOT_VALID)
+			continue;
+		used = pg_atomic_read_u64(&s->last_used);
+		if (used < oldest)
+		{
+			oldest = used;
+			victim = s;
+		}
+	}
+	if (victim != NULL)
+	{
+		pg_atomic_fetch_add_u64(&cache->evictions, 1);
+		wipe_slot(victim);
+	}
+	return victim;
+}
+
+static void
+touch(KeySlot *s)
+{
+	pg_atomic_write_u64(&s->last_used, pg_atomic_add_fetch_u64(&cache->clock, 1));
+}
+
+/* Give up the slots this process is loading; runs at process exit. */
+static void
+abandon_own_slots(int code, Datum arg)
+{
+	bool		any = false;
+
+	if (cache == NULL)
+		return;
+	LWLockAcquire(cache->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < cache->nslots; i++)
+	{
+		KeySlot    *s = &cache->slots[i];
+
+		if (s->state == SLOT_LOADING && s->loader_pid == MyProcPid)
+		{
+			wipe_slot(s);
+			any = true;
+		}
+	}
+	LWLockRelease(cache->lock);
+	if (any)
+		ConditionVariableBroadcast(&cache->loaded);
+}
+
+ColcryptCacheResult
+ColcryptKeyCacheAcquire(uint32 key_id, uint32 version, uint8 *dek,
+						TimestampTz *loaded_at)
+{
+	KeyCacheShared *c = get_cache();
+	long		wait_ms = (long) colcrypt_kms_timeout + 1000;
+
+	for (;;)
+	{
+		KeySlot    *s;
+		TimestampTz now = GetCurrentTimestamp();
+
+		/* Fast path: a valid entry under the shared lock. */
+		LWLockAcquire(c->lock, LW_SHARED);
+		s = find_slot(key_id, version);
+		if (s != NULL && s->state == SLOT_VALID && !slot_expired(s, now))
+		{
+			memcpy(dek, s->dek, CC_DEK_LEN);
+			*loaded_at = s->loaded_at;
+			touch(s);
+			LWLockRelease(c->lock);
+			pg_atomic_fetch_add_u64(&c->hits, 1);
+			return COLCRYPT_CACHE_HIT;
+		}
+		LWLockRelease(c->lock);
+
+		LWLockAcquire(c->lock, LW_EXCLUSIVE);
+		s = find_slot(key_id, version);
+		if (s != NULL && s->state == SLOT_VALID && slot_expired(s, now))
+		{
+			pg_atomic_fetch_add_u64(&c->expirations, 1);
+			wipe_slot(s);
+			s = NULL;
+		}
+		if (s != NULL && s->state == SLOT_VALID)
+		{
+			memcpy(dek, s->dek, CC_DEK_LEN);
+			*loaded_at = s->loaded_at;
+			touch(s);
+			LWLockRelease(c->lock);
+			pg_atomic_fetch_add_u64(&c->hits, 1);
+			return COLCRYPT_CACHE_HIT;
+		}
+		if (s != NULL && s->state == SLOT_LOADING && s->loader_pid != MyProcPid &&
+			!TimestampDifferenceExceeds(s->loading_since, now, wait_ms))
+		{
+			/* Someone else is asking the provider: wait for them. */
+			ConditionVariablePrepareToSleep(&c->loaded);
+			LWLockRelease(c->lock);
+			(void) ConditionVariableTimedSleep(&c->loaded, wait_ms,
+											   PG_WAIT_EXTENSION);
+			ConditionVariableCancelSleep();
+			CHECK_FOR_INTERRUPTS();
+			continue;
+		}
+
+		/* Become the loader: of this stale slot, or of a new one. */
+		if (s == NULL)
+			s = claim_slot();
+		if (s == NULL)
+		{
+			LWLockRelease(c->lock);
+			pg_atomic_fetch_add_u64(&c->misses, 1);
+			return COLCRYPT_CACHE_UNCACHED;
+		}
+		s->key_id = key_id;
+		s->version = version;
+		s->state = SLOT_LOADING;
+		s->loader_pid = MyProcPid;
+		s->loading_since = now;
+		touch(s);
+		LWLockRelease(c->lock);
+		pg_atomic_fetch_add_u64(&c->misses, 1);
+
+		if (!exit_callback_registered)
+		{
+			on_shmem_exit(abandon_own_slots, (Datum) 0);
+			exit_callback_registered = true;
+		}
+		return COLCRYPT_CACHE_LOAD;
+	}
+}
+
+void
+ColcryptKeyCacheFill(uint32 key_id, uint32 version, const uint8 *dek,
+					 uint64 epoch_seen, TimestampTz *loaded_at)
+{
+	KeyCacheShared *c = get_cache();
+	KeySlot    *s;
+
+	*loaded_at = GetCurrentTimestamp();
+	LWLockAcquire(c->lock, LW_EXCLUSIVE);
+	s = find_slot(key_id, version);
+	if (s != NULL && s->state == SLOT_LOADING && s->loader_pid == MyProcPid)
+	{
+		if (pg_atomic_read_u64(&c->epoch) == epoch_seen)
+		{
+			memcpy(s->dek, dek, CC_DEK_LEN);
+			s->loaded_at = *loaded_at;
+			s->state = SLOT_VALID;
+			s->loader_pid = 0;
+			touch(s);
+		}
+		else
+			wipe_slot(s);
+	}
+	LWLockRelease(c->lock);
+	ConditionVariableBroadcast(&c->loaded);
+}
+
+void
+ColcryptKeyCacheAbandon(uint32 key_id, uint32 version)
+{
+	KeyCacheShared *c = get_cache();
+	KeySlot    *s;
+
+	LWLockAcquire(c->lock, LW_EXCLUSIVE);
+	s = find_slot(key_id, version);
+	if (s != NULL && s->state == SLOT_LOADING && s->loader_pid == MyProcPid)
+		wipe_slot(s);
+	LWLockRelease(c->lock);
+	ConditionVariableBroadcast(&c->loaded);
+}
+
+void
+ColcryptKeyCacheForget(uint32 key_id, int64 version)
+{
+	KeyCacheShared *c = get_cache();
+
+	LWLockAcquire(c->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < c->nslots; i++)
+	{
+		KeySlot    *s = &c->slots[i];
+
+		if (s->state == SLOT_VALID && s->key_id == key_id &&
+			(version < 0 || s->version == (uint32) version))
+			wipe_slot(s);
+	}
+	LWLockRelease(c->lock);
+}
+
+void
+ColcryptKeyCacheCountProviderCall(bool failed)
+{
+	KeyCacheShared *c = get_cache();
+
+	pg_atomic_fetch_add_u64(&c->provider_calls, 1);
+	if (failed)
+		pg_atomic_fetch_add_u64(&c->provider_failures, 1);
+}
+
+uint64
+ColcryptCatalogEpoch(void)
+{
+	return pg_atomic_read_u64(&get_cache()->epoch);
+}
+
+void
+ColcryptBumpCatalogEpoch(void)
+{
+	pg_atomic_fetch_add_u64(&get_cache()->epoch, 1);
+}
+
+uint32
+ColcryptTransitNextGeneration(void)
+{
+	uint32		gen = pg_atomic_add_fetch_u32(&get_cache()->transit_generation, 1);
+
+	/* Generation 0 would read as "none"; skip it on wrap-around. */
+	if (gen == 0)
+		gen = pg_atomic_add_fetch_u32(&cache->transit_generation, 1);
+	return gen;
+}
+
+void
+ColcryptTransitKey(uint32 generation, uint8 key[CC_AES256_KEY_LEN])
+{
+	static const char label[] = "colcrypt/v1/transit";
+	uint8		info[sizeof(label) + 4];
+	KeyCacheShared *c = get_cache();
+
+	memcpy(info, label, sizeof(label));
+	info[sizeof(label)] = (uint8) (generation >> 24);
+	info[sizeof(label) + 1] = (uint8) (generation >> 16);
+	info[sizeof(label) + 2] = (uint8) (generation >> 8);
+	info[sizeof(label) + 3] = (uint8) generation;
+	if (cc_hkdf_sha256(c->transit_secret, sizeof(c->transit_secret), NULL, 0,
+					   info, sizeof(info), key, CC_AES256_KEY_LEN) != CC_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not derive the transit key")));
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_key_cache_stats);
+
+/* The one row behind the colcrypt.key_cache view. */
+Datum
+colcrypt_key_cache_stats(PG_FUNCTION_ARGS)
+{
+	KeyCacheShared *c = get_cache();
+	TupleDesc	tupdesc;
+	Datum		values[9];
+	bool		nulls[9] = {0};
+	int			entries = 0;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+
+	LWLockAcquire(c->lock, LW_SHARED);
+	for (int i = 0; i < c->nslots; i++)
+		if (c->slots[i].state == SLOT_VALID)
+			entries++;
+	LWLockRelease(c->lock);
+
+	values[0] = Int32GetDatum(entries);
+	values[1] = Int32GetDatum(c->nslots);
+	values[2] = Int64GetDatum((int64) pg_atomic_read_u64(&c->hits));
+	values[3] = Int64GetDatum((int64) pg_atomic_read_u64(&c->misses));
+	values[4] = Int64GetDatum((int64) pg_atomic_read_u64(&c->provider_calls));
+	values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&c->provider_failures));
+	values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&c->evictions));
+	values[7] = Int64GetDatum((int64) pg_atomic_read_u64(&c->expirations));
+	values[8] = Int32GetDatum(colcrypt_key_cache_ttl);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_key_cache_contents);
+
+/* One row per cached key version: identity and age, never key bytes. */
+Datum
+colcrypt_key_cache_contents(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	KeyCacheShared *c = get_cache();
+
+	InitMaterializedSRF(fcinfo, 0);
+	LWLockAcquire(c->lock, LW_SHARED);
+	for (int i = 0; i < c->nslots; i++)
+	{
+		KeySlot    *s = &c->slots[i];
+		Datum		values[5];
+		bool		nulls[5] = {0};
+
+		if (s->state == SLOT_EMPTY)
+			continue;
+		values[0] = Int64GetDatum((int64) s->key_id);
+		values[1] = Int32GetDatum((int32) s->version);
+		values[2] = CStringGetTextDatum(s->state == SLOT_VALID ? "valid" : "loading");
+		if (s->state == SLOT_VALID)
+		{
+			values[3] = TimestampTzGetDatum(s->loaded_at);
+			values[4] = TimestampTzGetDatum(s->loaded_at +
+											(int64) colcrypt_key_cache_ttl * USECS_PER_SEC);
+		}
+		else
+			nulls[3] = nulls[4] = true;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(c->lock);
+	return (Datum) 0;
+}

@@ -1,0 +1,199 @@
+-- colcrypt install script, part 1: preload check, catalog, key management
+-- API and views.  Built into colcrypt--1.0.sql by src/sql/gen.sh.
+
+\echo Use "CREATE EXTENSION colcrypt" to load this file. \quit
+
+-- Fail early and clearly on a server that did not preload the library.
+CREATE FUNCTION colcrypt._require_preload() RETURNS void
+    AS 'MODULE_PATHNAME', 'colcrypt_require_preload' LANGUAGE C STRICT;
+SELECT colcrypt._require_preload();
+
+------------------------------------------------------------------------
+-- Catalog.  Only wrapped keys are stored.  PUBLIC has no access to the
+-- tables; the views below show what may be shown.
+------------------------------------------------------------------------
+
+CREATE TABLE colcrypt.provider (
+    name        text PRIMARY KEY,
+    kind        text NOT NULL
+                CHECK (kind IN ('file', 'pkcs11', 'kmip', 'vault', 'aws-kms')),
+    options     jsonb NOT NULL DEFAULT '{}' CHECK (jsonb_typeof(options) = 'object'),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    created_by  name NOT NULL,
+    CHECK (length(name) BETWEEN 1 AND 63)
+);
+COMMENT ON TABLE colcrypt.provider IS 'Key providers: connections to a KMS, HSM or keyring file holding customer master keys';
+
+CREATE TABLE colcrypt.master_key (
+    name        text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 63),
+    provider    text NOT NULL REFERENCES colcrypt.provider (name),
+    key_ref     text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    rotated_at  timestamptz
+);
+COMMENT ON TABLE colcrypt.master_key IS 'Master keys: references to customer master keys at a provider';
+
+CREATE TABLE colcrypt.data_key (
+    key_id      integer PRIMARY KEY CHECK (key_id > 0),
+    name        text NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 63 AND name !~ '^#'),
+    owner       regrole NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE colcrypt.data_key IS 'Data keys; key_id is derived from the name so type modifiers resolve before a restore fills this table';
+
+CREATE TABLE colcrypt.data_key_version (
+    key_id          integer NOT NULL REFERENCES colcrypt.data_key (key_id),
+    version         integer NOT NULL CHECK (version > 0),
+    state           text NOT NULL CHECK (state IN ('pre-activation', 'active', 'deactivated',
+                                                   'compromised', 'destroyed', 'destroyed-compromised')),
+    master_key      text NOT NULL REFERENCES colcrypt.master_key (name),
+    wrapped_key     bytea,
+    wrap_meta       text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    activated_at    timestamptz,
+    deactivated_at  timestamptz,
+    compromised_at  timestamptz,
+    destroyed_at    timestamptz,
+    PRIMARY KEY (key_id, version),
+    CHECK ((wrapped_key IS NULL) = (state IN ('destroyed', 'destroyed-compromised')))
+);
+COMMENT ON TABLE colcrypt.data_key_version IS 'Data key versions: the DEK wrapped by its master key, and its NIST SP 800-57 state';
+-- At most one active version per key.
+CREATE UNIQUE INDEX data_key_version_one_active ON colcrypt.data_key_version (key_id)
+    WHERE state = 'active';
+
+CREATE TABLE colcrypt.key_grant (
+    key_id      integer NOT NULL REFERENCES colcrypt.data_key (key_id),
+    grantee     regrole NOT NULL,
+    privilege   text NOT NULL CHECK (privilege IN ('encrypt', 'decrypt')),
+    granted_by  name NOT NULL,
+    granted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (key_id, grantee, privilege)
+);
+COMMENT ON TABLE colcrypt.key_grant IS 'Encrypt and decrypt privileges on data keys';
+
+CREATE TABLE colcrypt.audit_event (
+    id            bigserial PRIMARY KEY,
+    at            timestamptz NOT NULL DEFAULT clock_timestamp(),
+    role_name     name NOT NULL,
+    session_role  name NOT NULL DEFAULT session_user,
+    action        text NOT NULL,
+    object_type   text NOT NULL,
+    object_name   text,
+    key_version   integer,
+    success       boolean NOT NULL,
+    detail        text,
+    backend_pid   integer NOT NULL DEFAULT pg_backend_pid()
+);
+COMMENT ON TABLE colcrypt.audit_event IS 'Audit trail of key management, provider failures and denied decryptions';
+
+-- pg_dump carries the key catalog (wrapped keys only) with the data.
+SELECT pg_catalog.pg_extension_config_dump('colcrypt.provider', '');
+SELECT pg_catalog.pg_extension_config_dump('colcrypt.master_key', '');
+SELECT pg_catalog.pg_extension_config_dump('colcrypt.data_key', '');
+SELECT pg_catalog.pg_extension_config_dump('colcrypt.data_key_version', '');
+SELECT pg_catalog.pg_extension_config_dump('colcrypt.key_grant', '');
+
+REVOKE ALL ON ALL TABLES IN SCHEMA colcrypt FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA colcrypt FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- Key management API
+------------------------------------------------------------------------
+
+CREATE FUNCTION colcrypt.add_provider(name text, kind text, options jsonb)
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_add_provider' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION colcrypt.add_provider(text, text, jsonb) IS 'Register a key provider (file, pkcs11, kmip, vault, aws-kms)';
+
+CREATE FUNCTION colcrypt.alter_provider(name text, options jsonb)
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_alter_provider' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION colcrypt.drop_provider(name text)
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_drop_provider' LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION colcrypt.add_master_key(name text, provider text, key_ref text, create_cmk boolean DEFAULT false)
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_add_master_key' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION colcrypt.add_master_key(text, text, text, boolean) IS 'Reference a customer master key at a provider, after proving it with a wrap/unwrap round trip; create_cmk asks the provider to make it (the file provider always does when it is missing)';
+
+CREATE FUNCTION colcrypt.drop_master_key(name text)
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_drop_master_key' LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION colcrypt.create_key(name text, master_key text)
+    RETURNS integer AS 'MODULE_PATHNAME', 'colcrypt_create_key' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION colcrypt.create_key(text, text) IS 'Create a data key (version 1, active), wrapped by a master key';
+
+CREATE FUNCTION colcrypt.grant_key(name text, grantee regrole, privilege text)
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_grant_key' LANGUAGE C VOLATILE;
+CREATE FUNCTION colcrypt.revoke_key(name text, grantee regrole, privilege text)
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_revoke_key' LANGUAGE C VOLATILE;
+
+-- Provider and key management is for the extension's owner and those it
+-- grants EXECUTE to; grants are checked against key ownership in C.
+REVOKE EXECUTE ON FUNCTION colcrypt.add_provider(text, text, jsonb),
+    colcrypt.alter_provider(text, jsonb), colcrypt.drop_provider(text),
+    colcrypt.add_master_key(text, text, text, boolean), colcrypt.drop_master_key(text),
+    colcrypt.create_key(text, text) FROM PUBLIC;
+
+------------------------------------------------------------------------
+-- Views
+------------------------------------------------------------------------
+
+CREATE FUNCTION colcrypt._redact_options(kind text, options jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'colcrypt_redact_options' LANGUAGE C STABLE STRICT;
+
+CREATE VIEW colcrypt.providers AS
+    SELECT p.name, p.kind, colcrypt._redact_options(p.kind, p.options) AS options,
+           p.created_at, p.created_by
+      FROM colcrypt.provider p;
+
+CREATE VIEW colcrypt.master_keys AS
+    SELECT m.name, m.provider, p.kind, m.key_ref, m.created_at, m.rotated_at,
+           (SELECT count(*) FROM colcrypt.data_key_version v WHERE v.master_key = m.name) AS data_key_versions
+      FROM colcrypt.master_key m JOIN colcrypt.provider p ON p.name = m.provider;
+
+CREATE VIEW colcrypt.keys AS
+    SELECT k.name, v.version, v.state, v.master_key, k.owner,
+           v.created_at, v.activated_at, v.deactivated_at, v.compromised_at, v.destroyed_at,
+           k.key_id
+      FROM colcrypt.data_key k JOIN colcrypt.data_key_version v USING (key_id);
+
+CREATE VIEW colcrypt.key_grants AS
+    SELECT k.name, g.grantee, g.privilege, g.granted_by, g.granted_at
+      FROM colcrypt.key_grant g JOIN colcrypt.data_key k USING (key_id);
+
+CREATE FUNCTION colcrypt._key_cache_stats(
+        OUT entries integer, OUT capacity integer, OUT hits bigint, OUT misses bigint,
+        OUT kms_calls bigint, OUT kms_failures bigint, OUT evictions bigint,
+        OUT expirations bigint, OUT ttl_seconds integer)
+    RETURNS record AS 'MODULE_PATHNAME', 'colcrypt_key_cache_stats' LANGUAGE C VOLATILE;
+
+CREATE VIEW colcrypt.key_cache AS SELECT * FROM colcrypt._key_cache_stats();
+COMMENT ON VIEW colcrypt.key_cache IS 'The cluster-wide shared cache of unwrapped data keys: entries, hits, misses, provider (KMS) calls, evictions';
+
+CREATE FUNCTION colcrypt._key_cache_contents(
+        OUT key_id bigint, OUT version integer, OUT state text,
+        OUT loaded_at timestamptz, OUT expires_at timestamptz)
+    RETURNS SETOF record AS 'MODULE_PATHNAME', 'colcrypt_key_cache_contents' LANGUAGE C VOLATILE;
+
+CREATE VIEW colcrypt.key_cache_contents AS
+    SELECT k.name, c.version, c.state, c.loaded_at, c.expires_at
+      FROM colcrypt._key_cache_contents() c LEFT JOIN colcrypt.data_key k ON k.key_id = c.key_id;
+
+CREATE VIEW colcrypt.audit_log AS
+    SELECT id, at, role_name, session_role, action, object_type, object_name,
+           key_version, success, detail, backend_pid
+      FROM colcrypt.audit_event;
+
+GRANT USAGE ON SCHEMA colcrypt TO PUBLIC;
+GRANT SELECT ON colcrypt.providers, colcrypt.master_keys, colcrypt.keys,
+    colcrypt.key_grants, colcrypt.key_cache, colcrypt.key_cache_contents TO PUBLIC;
+-- colcrypt.audit_log is for the extension owner and whom it grants SELECT.
+
+------------------------------------------------------------------------
+-- Encrypted types: one block per type, generated from typelist.h
+------------------------------------------------------------------------
+
+CREATE FUNCTION colcrypt._typmod_in(cstring[]) RETURNS integer
+    AS 'MODULE_PATHNAME', 'colcrypt_typmod_in' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION colcrypt._typmod_out(integer) RETURNS cstring
+    AS 'MODULE_PATHNAME', 'colcrypt_typmod_out' LANGUAGE C STABLE STRICT PARALLEL SAFE;

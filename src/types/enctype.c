@@ -1,0 +1,816 @@
+/*-------------------------------------------------------------------------
+ *
+ * enctype.c
+ *	  The encrypted column types: I/O, type modifiers, casts to and from
+ *	  the plain types, and comparisons in plaintext semantics.
+ *
+ * One generic implementation; every type in typelist.h gets thin fmgr
+ * wrappers that pass its type code.  The plaintext inside a ciphertext is
+ * the plain type's value as raw bytes: the payload of a varlena (text,
+ * bytea, numeric, jsonb) or a fixed-width value in big-endian order.
+ *
+ * Where the key comes from:
+ *	 - input, receive and casts from the plain type get the column's typmod
+ *	   when PostgreSQL knows it (COPY, assignment casts) and encrypt under
+ *	   that key's active version;
+ *	 - with typmod -1 (a literal or untyped parameter, before the column's
+ *	   modifier is applied) they encrypt under the transit key, so even
+ *	   that intermediate value is ciphertext;
+ *	 - the length-coercion cast (encrypted type to itself with a typmod)
+ *	   then moves the value to the column's key: unchanged if it is already
+ *	   there, re-encrypted otherwise.
+ *
+ * Input of the ciphertext text form ("colcrypt:" + base64) stores that
+ * ciphertext as is, but only where the session is moving ciphertext: with
+ * colcrypt.output = 'ciphertext', during a restore (check_function_bodies
+ * off), as a logical replication apply worker, or for a role that cannot
+ * decrypt the key anyway.  Elsewhere it is refused, so that an application
+ * that passes user-supplied strings cannot be made to decrypt a ciphertext
+ * copied from another row (a confused-deputy attack), and a restore
+ * without the setting fails loudly rather than storing ciphertext as a
+ * string.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "colcrypt/colcrypt.h"
+
+#include "catalog/pg_type.h"
+#include "colcrypt/keys.h"
+#include "colcrypt/typelist.h"
+#include "colcrypt/types.h"
+#include "commands/trigger.h"
+#include "common/base64.h"
+#include "libpq/pqformat.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "replication/walsender.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/typcache.h"
+
+/* ----------------------------------------------------------------------
+ * The plain types' functions
+ * ----------------------------------------------------------------------
+ */
+
+typedef struct PlainInfo
+{
+	bool		valid;
+	int16		typlen;			/* -1 for varlena */
+	bool		typbyval;
+	Oid			ioparam;		/* for input and receive */
+	FmgrInfo	input;
+	FmgrInfo	output;
+	FmgrInfo	recv;
+	FmgrInfo	send;
+	FmgrInfo   *cmp;			/* btree comparison (typcache-owned) */
+} PlainInfo;
+
+static PlainInfo plain_infos[CC_TYPE_MAX + 1];
+
+static const ColcryptTypeDesc *
+desc_of(int code)
+{
+	const ColcryptTypeDesc *t = ColcryptTypeByCode(code);
+
+	if (t == NULL)
+		elog(ERROR, "unknown colcrypt type code %d", code);
+	return t;
+}
+
+static PlainInfo *
+plain_info(const ColcryptTypeDesc *t)
+{
+	PlainInfo  *pi = &plain_infos[t->code];
+
+	if (!pi->valid)
+	{
+		Oid			func;
+		TypeCacheEntry *tce;
+
+		get_typlenbyval(t->plain_type, &pi->typlen, &pi->typbyval);
+		getTypeInputInfo(t->plain_type, &func, &pi->ioparam);
+		fmgr_info_cxt(func, &pi->input, TopMemoryContext);
+		getTypeBinaryInputInfo(t->plain_type, &func, &pi->ioparam);
+		fmgr_info_cxt(func, &pi->recv, TopMemoryContext);
+		{
+			bool		isvarlena;
+
+			getTypeOutputInfo(t->plain_type, &func, &isvarlena);
+			fmgr_info_cxt(func, &pi->output, TopMemoryContext);
+			getTypeBinaryOutputInfo(t->plain_type, &func, &isvarlena);
+			fmgr_info_cxt(func, &pi->send, TopMemoryContext);
+		}
+		tce = lookup_type_cache(t->plain_type, TYPECACHE_CMP_PROC_FINFO);
+		if (!OidIsValid(tce->cmp_proc_finfo.fn_oid))
+			elog(ERROR, "type %s has no btree comparison", format_type_be(t->plain_type));
+		pi->cmp = &tce->cmp_proc_finfo;
+		pi->valid = true;
+	}
+	return pi;
+}
+
+/* ----------------------------------------------------------------------
+ * Plaintext bytes <-> plain datums
+ * ----------------------------------------------------------------------
+ */
+
+typedef struct PlainBytes
+{
+	const uint8 *data;
+	size_t		len;
+	uint8		fixed[8];		/* storage for fixed-width values */
+} PlainBytes;
+
+static void
+plain_to_bytes(const ColcryptTypeDesc *t, Datum d, PlainBytes *pb)
+{
+	PlainInfo  *pi = plain_info(t);
+
+	if (pi->typlen == -1)
+	{
+		struct varlena *v = PG_DETOAST_DATUM_PACKED(d);
+
+		pb->data = (const uint8 *) VARDATA_ANY(v);
+		pb->len = VARSIZE_ANY_EXHDR(v);
+	}
+	else
+	{
+		uint64		u;
+
+		if (pi->typlen == 4)
+			u = (uint32) DatumGetInt32(d);
+		else if (pi->typlen == 8)
+			u = pi->typbyval ? (uint64) DatumGetInt64(d) : *(uint64 *) DatumGetPointer(d);
+		else
+			elog(ERROR, "unsupported plain type length %d", pi->typlen);
+		for (int i = 0; i < pi->typlen; i++)
+			pb->fixed[i] = (uint8) (u >> (8 * (pi->typlen - 1 - i)));
+		pb->data = pb->fixed;
+		pb->len = pi->typlen;
+	}
+}
+
+static Datum
+bytes_to_plain(const ColcryptTypeDesc *t, const uint8 *b, size_t len)
+{
+	PlainInfo  *pi = plain_info(t);
+
+	if (pi->typlen == -1)
+	{
+		struct varlena *v;
+
+		if (t->code == CC_TYPE_TEXT &&
+			!pg_verifymbstr((const char *) b, (int) len, true))
+			ereport(ERROR,
+					(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+					 errmsg("decrypted value is not valid in the database encoding \"%s\"",
+							GetDatabaseEncodingName()),
+					 errdetail("It was encrypted in a database with another encoding.")));
+		v = palloc(VARHDRSZ + len);
+		SET_VARSIZE(v, VARHDRSZ + len);
+		memcpy(VARDATA(v), b, len);
+		return PointerGetDatum(v);
+	}
+	else
+	{
+		uint64		u = 0;
+
+		if (len != (size_t) pi->typlen)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("decrypted value has the wrong length for type %s",
+							format_type_be(t->plain_type))));
+		for (size_t i = 0; i < len; i++)
+			u = (u << 8) | b[i];
+		if (pi->typlen == 4)
+			return Int32GetDatum((int32) (uint32) u);
+		if (pi->typbyval)
+			return Int64GetDatum((int64) u);
+		{
+			uint64	   *p = palloc(sizeof(uint64));
+
+			*p = u;
+			return PointerGetDatum(p);
+		}
+	}
+}
+
+/* ----------------------------------------------------------------------
+ * Sealing and opening
+ * ----------------------------------------------------------------------
+ */
+
+/* Parse the envelope of a stored or computed datum; XX001 if malformed. */
+static void
+parse_datum(struct varlena *v, cc_envelope *env)
+{
+	cc_env_status st = cc_envelope_parse((const uint8 *) VARDATA_ANY(v),
+										 VARSIZE_ANY_EXHDR(v), env);
+
+	if (st != CC_ENV_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("encrypted value is malformed: %s", cc_env_status_string(st))));
+}
+
+static const char *
+key_label(uint32 key_id)
+{
+	ColcryptKeyMeta *meta;
+
+	if (key_id == CC_TRANSIT_KEY_ID)
+		return "transit";
+	meta = ColcryptGetKeyMeta(key_id, true);
+	return meta ? pstrdup(meta->name) : psprintf("#%u", key_id);
+}
+
+/* Encrypt plaintext bytes into a new datum of type t. */
+static struct varlena *
+seal_bytes(const ColcryptTypeDesc *t, uint32 key_id, bool det,
+		   const uint8 *pt, size_t ptlen)
+{
+	cc_alg		alg = det ? CC_ALG_AES256_SIV : CC_ALG_AES256_GCM;
+	ColcryptDek *d = ColcryptDekForEncrypt(key_id);
+	size_t		envlen = cc_envelope_size(alg, ptlen);
+	struct varlena *res;
+	cc_envelope env;
+	cc_aead_item it;
+	size_t		failed;
+
+	if (envlen > MaxAllocSize - VARHDRSZ)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("value is too large to encrypt")));
+	res = palloc(VARHDRSZ + envlen);
+	SET_VARSIZE(res, VARHDRSZ + envlen);
+	cc_envelope_init((uint8 *) VARDATA(res), alg, t->code, key_id, d->version,
+					 ptlen, &env);
+	it.nonce = env.nonce;
+	it.aad = env.header;
+	it.aadlen = CC_ENV_HEADER_LEN;
+	it.in = pt;
+	it.inlen = ptlen;
+	it.out = (uint8 *) env.ct;
+	it.tag = (uint8 *) env.tag;
+	if (alg == CC_ALG_AES256_GCM)
+	{
+		if (cc_random((uint8 *) env.nonce, CC_ENV_NONCE_LEN) != CC_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a nonce")));
+		failed = cc_gcm_seal_batch(d->gcm, &it, 1);
+	}
+	else
+		failed = cc_siv_seal_batch(d->siv, &it, 1);
+	if (failed)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("encryption failed: %s", cc_status_string(it.status))));
+	return res;
+}
+
+/* Decrypt an envelope's plaintext bytes (palloc'd); checks privilege. */
+static uint8 *
+open_envelope(const cc_envelope *env, size_t *len)
+{
+	ColcryptDek *d = ColcryptDekForDecrypt(env->key_id, env->key_version);
+	uint8	   *out = palloc(env->ctlen + 1);
+	cc_aead_item it;
+	size_t		failed;
+
+	it.nonce = env->nonce;
+	it.aad = env->header;
+	it.aadlen = CC_ENV_HEADER_LEN;
+	it.in = env->ct;
+	it.inlen = env->ctlen;
+	it.out = out;
+	it.tag = (uint8 *) env->tag;
+	if (env->alg == CC_ALG_AES256_GCM)
+		failed = cc_gcm_open_batch(d->gcm, &it, 1);
+	else
+		failed = cc_siv_open_batch(d->siv, &it, 1);
+	if (failed)
+		ereport(ERROR,
+				(errcode(it.status == CC_ERR_AUTH ? ERRCODE_DATA_CORRUPTED : ERRCODE_INTERNAL_ERROR),
+				 errmsg("encrypted value failed authentication"),
+				 errdetail("The ciphertext under data key \"%s\" version %u was altered or truncated.",
+						   key_label(env->key_id), env->key_version)));
+	*len = env->ctlen;
+	return out;
+}
+
+/* Decrypt a datum of type t into a plain datum. */
+static Datum
+open_datum(const ColcryptTypeDesc *t, struct varlena *v)
+{
+	cc_envelope env;
+	uint8	   *pt;
+	size_t		len;
+	Datum		d;
+
+	parse_datum(v, &env);
+	if (env.type != t->code)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("encrypted value holds a %s, not a %s",
+						desc_of(env.type)->name, t->name)));
+	pt = open_envelope(&env, &len);
+	d = bytes_to_plain(t, pt, len);
+	pfree(pt);
+	return d;
+}
+
+static struct varlena *
+seal_plain(const ColcryptTypeDesc *t, int32 typmod, Datum plain)
+{
+	PlainBytes	pb;
+
+	plain_to_bytes(t, plain, &pb);
+	if (typmod < 0)
+		return seal_bytes(t, CC_TRANSIT_KEY_ID, false, pb.data, pb.len);
+	return seal_bytes(t, ColcryptTypmodKeyId(typmod),
+					  ColcryptTypmodIsDeterministic(typmod), pb.data, pb.len);
+}
+
+/*
+ * Move a value to the key and kind its typmod asks for: unchanged when it
+ * is already there, re-encrypted otherwise.
+ */
+static struct varlena *
+apply_typmod(const ColcryptTypeDesc *t, struct varlena *v, int32 typmod)
+{
+	cc_envelope env;
+	uint32		target;
+	bool		det;
+	uint8	   *pt;
+	size_t		len;
+	struct varlena *res;
+
+	if (typmod < 0)
+		return v;
+	v = PG_DETOAST_DATUM_PACKED(v);
+	parse_datum(v, &env);
+	target = ColcryptTypmodKeyId(typmod);
+	det = ColcryptTypmodIsDeterministic(typmod);
+	if (env.key_id == target &&
+		env.alg == (det ? CC_ALG_AES256_SIV : CC_ALG_AES256_GCM))
+		return v;
+
+	if (env.key_id != CC_TRANSIT_KEY_ID && env.key_id != target &&
+		!ColcryptHasKeyPrivilege(env.key_id, COLCRYPT_PRIV_DECRYPT))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("value encrypted with data key \"%s\" cannot be stored under data key \"%s\"",
+						key_label(env.key_id), key_label(target)),
+				 errdetail("Moving a value to another key re-encrypts it, which needs the decrypt privilege on its key.")));
+	if (env.type != t->code)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("encrypted value holds a %s, not a %s",
+						desc_of(env.type)->name, t->name)));
+	pt = open_envelope(&env, &len);
+	res = seal_bytes(t, target, det, pt, len);
+	pfree(pt);
+	return res;
+}
+
+/* ----------------------------------------------------------------------
+ * Text and binary forms of ciphertext
+ * ----------------------------------------------------------------------
+ */
+
+static char *
+text_form(struct varlena *v)
+{
+	const char *data = VARDATA_ANY(v);
+	int			len = VARSIZE_ANY_EXHDR(v);
+	int			prefix = strlen(COLCRYPT_TEXT_PREFIX);
+	char	   *out = palloc(prefix + pg_b64_enc_len(len) + 1);
+	int			n;
+
+	memcpy(out, COLCRYPT_TEXT_PREFIX, prefix);
+	n = pg_b64_encode(COLCRYPT_B64_SRC(data), len, COLCRYPT_B64_DST(out + prefix),
+					  pg_b64_enc_len(len));
+	if (n < 0)
+		elog(ERROR, "could not encode ciphertext");
+	out[prefix + n] = '\0';
+	return out;
+}
+
+static bool
+is_text_form(const char *str)
+{
+	return strncmp(str, COLCRYPT_TEXT_PREFIX, strlen(COLCRYPT_TEXT_PREFIX)) == 0;
+}
+
+/* Reject a malformed ciphertext: 22P02 for text, 22P03 for binary input. */
+static void
+reject_malformed(const ColcryptTypeDesc *t, bool binary, const char *why)
+{
+	ereport(ERROR,
+			(errcode(binary ? ERRCODE_INVALID_BINARY_REPRESENTATION : ERRCODE_INVALID_TEXT_REPRESENTATION),
+			 errmsg("invalid %s ciphertext for type %s", binary ? "binary" : "text-form", t->name),
+			 errdetail("%s", why)));
+}
+
+/* Build a datum from envelope bytes given as input, checking its shape. */
+static struct varlena *
+envelope_input(const ColcryptTypeDesc *t, const char *bytes, size_t len, bool binary)
+{
+	cc_envelope env;
+	cc_env_status st;
+	struct varlena *v;
+
+	st = cc_envelope_parse((const uint8 *) bytes, len, &env);
+	if (st != CC_ENV_OK)
+		reject_malformed(t, binary, cc_env_status_string(st));
+	if (env.type != t->code)
+		reject_malformed(t, binary,
+						 psprintf("The ciphertext holds a value of type %s.",
+								  desc_of(env.type)->name));
+
+	/* Moving ciphertext is for sessions that are moving ciphertext. */
+	if (!(colcrypt_output == COLCRYPT_OUTPUT_CIPHERTEXT ||
+		  !check_function_bodies ||
+		  SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA ||
+		  !ColcryptHasKeyPrivilege(env.key_id, COLCRYPT_PRIV_DECRYPT)))
+		ereport(ERROR,
+				(errcode(binary ? ERRCODE_INVALID_BINARY_REPRESENTATION : ERRCODE_INVALID_TEXT_REPRESENTATION),
+				 errmsg("ciphertext input is not accepted for type %s in plaintext mode", t->name),
+				 errdetail("This session can decrypt data key \"%s\", so input is taken as plaintext, and a value in colcrypt's ciphertext form is refused rather than stored as a string.",
+						   key_label(env.key_id)),
+				 errhint("To load ciphertext, for example a dump, SET colcrypt.output = 'ciphertext'. To store such a string as plaintext, cast it from %s.",
+						 format_type_be(t->plain_type))));
+
+	v = palloc(VARHDRSZ + len);
+	SET_VARSIZE(v, VARHDRSZ + len);
+	memcpy(VARDATA(v), bytes, len);
+	return v;
+}
+
+static struct varlena *
+parse_text_form(const ColcryptTypeDesc *t, const char *str)
+{
+	const char *b64 = str + strlen(COLCRYPT_TEXT_PREFIX);
+	int			b64len = strlen(b64);
+	char	   *raw;
+	int			rawlen;
+	char	   *canon;
+
+	/* Strict base64: its alphabet only, whole quanta, canonical padding. */
+	if (b64len == 0 || b64len % 4 != 0 ||
+		strspn(b64, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") != (size_t) b64len)
+		reject_malformed(t, false, "The text after \"" COLCRYPT_TEXT_PREFIX "\" is not base64.");
+	raw = palloc(pg_b64_dec_len(b64len) + 1);
+	rawlen = pg_b64_decode(COLCRYPT_B64_SRC(b64), b64len, COLCRYPT_B64_DST(raw),
+						   pg_b64_dec_len(b64len));
+	if (rawlen < 0)
+		reject_malformed(t, false, "The text after \"" COLCRYPT_TEXT_PREFIX "\" is not base64.");
+	canon = palloc(pg_b64_enc_len(rawlen) + 1);
+	if (pg_b64_encode(COLCRYPT_B64_SRC(raw), rawlen, COLCRYPT_B64_DST(canon),
+					  pg_b64_enc_len(rawlen)) != b64len ||
+		memcmp(canon, b64, b64len) != 0)
+		reject_malformed(t, false, "The base64 text is not in canonical form.");
+	return envelope_input(t, raw, rawlen, false);
+}
+
+/* Whether output shows this value's plaintext. */
+static bool
+show_plaintext(const cc_envelope *env)
+{
+	if (colcrypt_output == COLCRYPT_OUTPUT_CIPHERTEXT || am_walsender)
+		return false;
+	return ColcryptHasKeyPrivilege(env->key_id, COLCRYPT_PRIV_DECRYPT);
+}
+
+/*
+ * Call the plain type's input function.  Its error messages often quote
+ * the input, which here is plaintext meant for an encrypted column: they
+ * are re-raised with the same SQLSTATE and without the value.
+ */
+static Datum
+plain_input(const ColcryptTypeDesc *t, char *str)
+{
+	PlainInfo  *pi = plain_info(t);
+	MemoryContext cxt = CurrentMemoryContext;
+	Datum		d = (Datum) 0;
+
+	PG_TRY();
+	{
+		d = InputFunctionCall(&pi->input, str, pi->ioparam, -1);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) != ERRCODE_DATA_EXCEPTION)
+			PG_RE_THROW();
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("invalid input syntax for type %s", t->name),
+				 errdetail("The input function of type %s rejected the value; it is not shown because it was meant for an encrypted column.",
+						   format_type_be(t->plain_type))));
+	}
+	PG_END_TRY();
+	return d;
+}
+
+/* ----------------------------------------------------------------------
+ * Generic SQL-callable bodies
+ * ----------------------------------------------------------------------
+ */
+
+static Datum
+enc_in(FunctionCallInfo fcinfo, int code)
+{
+	const ColcryptTypeDesc *t = desc_of(code);
+	char	   *str = PG_GETARG_CSTRING(0);
+	int32		typmod = PG_GETARG_INT32(2);
+
+	if (is_text_form(str))
+		PG_RETURN_POINTER(apply_typmod(t, parse_text_form(t, str), typmod));
+	PG_RETURN_POINTER(seal_plain(t, typmod, plain_input(t, str)));
+}
+
+static Datum
+enc_out(FunctionCallInfo fcinfo, int code)
+{
+	const ColcryptTypeDesc *t = desc_of(code);
+	struct varlena *v = PG_GETARG_VARLENA_PP(0);
+	cc_envelope env;
+
+	parse_datum(v, &env);
+	if (show_plaintext(&env))
+		PG_RETURN_CSTRING(OutputFunctionCall(&plain_info(t)->output, open_datum(t, v)));
+	PG_RETURN_CSTRING(text_form(v));
+}
+
+static Datum
+enc_recv(FunctionCallInfo fcinfo, int code)
+{
+	const ColcryptTypeDesc *t = desc_of(code);
+	StringInfo	buf = (StringInfo) PG_GETARG_POINTER(0);
+	int32		typmod = PG_GETARG_INT32(2);
+	int			remaining = buf->len - buf->cursor;
+	PlainInfo  *pi;
+	Datum		plain;
+
+	if (remaining >= COLCRYPT_BINARY_MAGIC_LEN &&
+		memcmp(buf->data + buf->cursor, COLCRYPT_BINARY_MAGIC, COLCRYPT_BINARY_MAGIC_LEN) == 0)
+	{
+		struct varlena *v;
+
+		v = envelope_input(t, buf->data + buf->cursor + COLCRYPT_BINARY_MAGIC_LEN,
+						   remaining - COLCRYPT_BINARY_MAGIC_LEN, true);
+		buf->cursor = buf->len;
+		PG_RETURN_POINTER(apply_typmod(t, v, typmod));
+	}
+	pi = plain_info(t);
+	plain = ReceiveFunctionCall(&pi->recv, buf, pi->ioparam, -1);
+	PG_RETURN_POINTER(seal_plain(t, typmod, plain));
+}
+
+static Datum
+enc_send(FunctionCallInfo fcinfo, int code)
+{
+	const ColcryptTypeDesc *t = desc_of(code);
+	struct varlena *v = PG_GETARG_VARLENA_PP(0);
+	cc_envelope env;
+	StringInfoData buf;
+
+	parse_datum(v, &env);
+	if (show_plaintext(&env))
+		PG_RETURN_BYTEA_P(SendFunctionCall(&plain_info(t)->send, open_datum(t, v)));
+	pq_begintypsend(&buf);
+	pq_sendbytes(&buf, COLCRYPT_BINARY_MAGIC, COLCRYPT_BINARY_MAGIC_LEN);
+	pq_sendbytes(&buf, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
+	PG_RETURN_BYTEA_P(pq_endtypsend(&buf));
+}
+
+static Datum
+enc_coerce(FunctionCallInfo fcinfo, int code)
+{
+	PG_RETURN_POINTER(apply_typmod(desc_of(code), PG_GETARG_VARLENA_PP(0),
+								   PG_GETARG_INT32(1)));
+}
+
+static Datum
+enc_from_plain(FunctionCallInfo fcinfo, int code)
+{
+	int32		typmod = PG_NARGS() > 1 ? PG_GETARG_INT32(1) : -1;
+
+	PG_RETURN_POINTER(seal_plain(desc_of(code), typmod, PG_GETARG_DATUM(0)));
+}
+
+static Datum
+enc_to_plain(FunctionCallInfo fcinfo, int code)
+{
+	return open_datum(desc_of(code), PG_GETARG_VARLENA_PP(0));
+}
+
+/* Compare two plain datums with the plain type's btree comparison. */
+static int
+plain_cmp(const ColcryptTypeDesc *t, Oid collation, Datum a, Datum b)
+{
+	PlainInfo  *pi = plain_info(t);
+
+	return DatumGetInt32(FunctionCall2Coll(pi->cmp, collation, a, b));
+}
+
+/* Comparison: which sides are encrypted, and which results mean true. */
+typedef enum CmpSides
+{
+	CMP_ENC_ENC,
+	CMP_ENC_PLAIN,
+	CMP_PLAIN_ENC
+} CmpSides;
+
+static Datum
+enc_compare(FunctionCallInfo fcinfo, int code, CmpSides sides, bool want_equal)
+{
+	const ColcryptTypeDesc *t = desc_of(code);
+	Datum		a = PG_GETARG_DATUM(0);
+	Datum		b = PG_GETARG_DATUM(1);
+
+	if (sides != CMP_PLAIN_ENC)
+		a = open_datum(t, (struct varlena *) PG_DETOAST_DATUM_PACKED(a));
+	if (sides != CMP_ENC_PLAIN)
+		b = open_datum(t, (struct varlena *) PG_DETOAST_DATUM_PACKED(b));
+	PG_RETURN_BOOL((plain_cmp(t, PG_GET_COLLATION(), a, b) == 0) == want_equal);
+}
+
+/* ----------------------------------------------------------------------
+ * Per-type fmgr wrappers, from typelist.h
+ * ----------------------------------------------------------------------
+ */
+
+#define DEFINE_FN(sqlname, body) \
+	PG_FUNCTION_INFO_V1(sqlname); \
+	Datum sqlname(PG_FUNCTION_ARGS) { return body; }
+
+#define TYPE_FUNCTIONS(name, code, plainoid, plainsql, collatable, category) \
+	DEFINE_FN(colcrypt_##name##_in, enc_in(fcinfo, code)) \
+	DEFINE_FN(colcrypt_##name##_out, enc_out(fcinfo, code)) \
+	DEFINE_FN(colcrypt_##name##_recv, enc_recv(fcinfo, code)) \
+	DEFINE_FN(colcrypt_##name##_send, enc_send(fcinfo, code)) \
+	DEFINE_FN(colcrypt_##name##_coerce, enc_coerce(fcinfo, code)) \
+	DEFINE_FN(colcrypt_##name##_from_plain, enc_from_plain(fcinfo, code)) \
+	DEFINE_FN(colcrypt_##name##_to_plain, enc_to_plain(fcinfo, code)) \
+	DEFINE_FN(colcrypt_##name##_eq, enc_compare(fcinfo, code, CMP_ENC_ENC, true)) \
+	DEFINE_FN(colcrypt_##name##_ne, enc_compare(fcinfo, code, CMP_ENC_ENC, false)) \
+	DEFINE_FN(colcrypt_##name##_eq_plain, enc_compare(fcinfo, code, CMP_ENC_PLAIN, true)) \
+	DEFINE_FN(colcrypt_##name##_ne_plain, enc_compare(fcinfo, code, CMP_ENC_PLAIN, false)) \
+	DEFINE_FN(colcrypt_##name##_plain_eq, enc_compare(fcinfo, code, CMP_PLAIN_ENC, true)) \
+	DEFINE_FN(colcrypt_##name##_plain_ne, enc_compare(fcinfo, code, CMP_PLAIN_ENC, false))
+
+COLCRYPT_TYPES(TYPE_FUNCTIONS)
+
+/* ----------------------------------------------------------------------
+ * Type modifiers
+ * ----------------------------------------------------------------------
+ */
+
+PG_FUNCTION_INFO_V1(colcrypt_typmod_in);
+
+/*
+ * (key) or (key, deterministic).  The typmod is computed from the key's
+ * name alone, so a restore can create tables before the key catalog has
+ * its rows; outside a restore (check_function_bodies on) the key must exist.
+ */
+Datum
+colcrypt_typmod_in(PG_FUNCTION_ARGS)
+{
+	ArrayType  *ta = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	int			n;
+	char	   *name;
+	bool		det = false;
+	uint32		key_id;
+
+	deconstruct_array(ta, CSTRINGOID, -2, false, TYPALIGN_CHAR, &elems, NULL, &n);
+	if (n < 1 || n > 2)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an encrypted type takes a data key name and optionally \"deterministic\""),
+				 errhint("For example: colcrypt.encrypted_text(customers) or colcrypt.encrypted_text(customers, deterministic).")));
+	name = DatumGetCString(elems[0]);
+	if (n == 2)
+	{
+		char	   *kind = DatumGetCString(elems[1]);
+
+		if (pg_strcasecmp(kind, "deterministic") == 0)
+			det = true;
+		else if (pg_strcasecmp(kind, "randomized") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown encryption kind \"%s\"", kind),
+					 errhint("Use \"deterministic\", or leave it out for randomized encryption.")));
+	}
+	if (det)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("deterministic encryption is not available yet"),
+				 errhint("Declare the column without \"deterministic\" for randomized encryption.")));
+
+	if (name[0] == '#')
+	{
+		/* The form typmod output uses for a key missing from the catalog. */
+		char	   *end;
+		unsigned long v = strtoul(name + 1, &end, 10);
+
+		if (*end != '\0' || v == 0 || v > 0x1FFFFFFF)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid data key reference \"%s\"", name)));
+		key_id = (uint32) v;
+	}
+	else
+	{
+		if (strlen(name) == 0 || strlen(name) > COLCRYPT_MAX_NAME_LEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("data key names are 1 to %d bytes long", COLCRYPT_MAX_NAME_LEN)));
+		key_id = ColcryptKeyIdFromName(name);
+		if (check_function_bodies)
+			(void) ColcryptGetKeyMetaByName(name, false);
+	}
+	PG_RETURN_INT32(ColcryptMakeTypmod(key_id, det));
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_typmod_out);
+
+Datum
+colcrypt_typmod_out(PG_FUNCTION_ARGS)
+{
+	int32		typmod = PG_GETARG_INT32(0);
+	uint32		key_id = ColcryptTypmodKeyId(typmod);
+	ColcryptKeyMeta *meta = colcrypt_preloaded ? ColcryptGetKeyMeta(key_id, true) : NULL;
+	const char *name = meta ? quote_identifier(meta->name) : psprintf("\"#%u\"", key_id);
+
+	PG_RETURN_CSTRING(psprintf("(%s%s)", name,
+							   ColcryptTypmodIsDeterministic(typmod) ? ",deterministic" : ""));
+}
+
+/* ----------------------------------------------------------------------
+ * Inspection
+ * ----------------------------------------------------------------------
+ */
+
+PG_FUNCTION_INFO_V1(colcrypt_ciphertext);
+
+/* The text form of any encrypted value, whatever colcrypt.output says. */
+Datum
+colcrypt_ciphertext(PG_FUNCTION_ARGS)
+{
+	Oid			argtype = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	struct varlena *v;
+	cc_envelope env;
+
+	if (!OidIsValid(argtype) || !ColcryptIsEncryptedType(argtype))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("colcrypt.ciphertext() takes a value of an encrypted type")));
+	v = PG_GETARG_VARLENA_PP(0);
+	parse_datum(v, &env);
+	PG_RETURN_TEXT_P(cstring_to_text(text_form(v)));
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_inspect);
+
+/* What an encrypted value's envelope says, without decrypting it. */
+Datum
+colcrypt_inspect(PG_FUNCTION_ARGS)
+{
+	Oid			argtype = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	struct varlena *v;
+	cc_envelope env;
+	StringInfoData s;
+
+	if (!OidIsValid(argtype) || !ColcryptIsEncryptedType(argtype))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("colcrypt.inspect() takes a value of an encrypted type")));
+	v = PG_GETARG_VARLENA_PP(0);
+	parse_datum(v, &env);
+	initStringInfo(&s);
+	appendStringInfo(&s, "{\"format\": %u, \"algorithm\": \"%s\", \"type\": \"%s\", "
+					 "\"key\": ",
+					 env.version,
+					 env.alg == CC_ALG_AES256_GCM ? "AES-256-GCM" : "AES-256-SIV",
+					 desc_of(env.type)->name);
+	escape_json(&s, key_label(env.key_id));
+	appendStringInfo(&s, ", \"key_id\": %u, \"key_version\": %u, "
+					 "\"plaintext_bytes\": %zu, \"stored_bytes\": %zu}",
+					 env.key_id, env.key_version, env.ctlen,
+					 (size_t) VARSIZE_ANY_EXHDR(v));
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(s.data)));
+}

@@ -1,0 +1,496 @@
+/*-------------------------------------------------------------------------
+ *
+ * test_crypto.c
+ *	  Runs colcrypt's crypto layer against Project Wycheproof's vectors:
+ *	  AES-GCM (through the data-path API where the sizes are ours, and
+ *	  through the any-size API for the whole file), AES-SIV, AES-KWP and
+ *	  HKDF-SHA256.  Valid cases must give the expected output, invalid
+ *	  ones must be rejected; "acceptable" cases are counted apart.
+ *
+ * usage: test_crypto <wycheproof directory>
+ * Exit status 0 only when every case behaved and every file had cases.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "colcrypt/crypto.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+
+typedef struct Counts
+{
+	int			valid_ok;		/* valid cases giving the expected result */
+	int			invalid_ok;		/* invalid cases rejected */
+	int			acceptable;		/* "acceptable" cases run (either outcome) */
+	int			skipped;		/* sizes outside what the API under test takes */
+	int			failed;			/* anything else */
+} Counts;
+
+static int	total_failures = 0;
+
+static uint8_t *
+hex(json_object *tc, const char *field, size_t *len)
+{
+	json_object *v;
+	const char *s;
+	size_t		n;
+	uint8_t    *out;
+
+	if (!json_object_object_get_ex(tc, field, &v))
+	{
+		fprintf(stderr, "missing field %s\n", field);
+		exit(2);
+	}
+	s = json_object_get_string(v);
+	n = strlen(s);
+	if (n % 2 != 0)
+	{
+		fprintf(stderr, "odd hex length in %s\n", field);
+		exit(2);
+	}
+	out = malloc(n / 2 + 1);
+	for (size_t i = 0; i < n / 2; i++)
+	{
+		unsigned int b;
+
+		if (sscanf(s + 2 * i, "%2x", &b) != 1)
+		{
+			fprintf(stderr, "bad hex in %s\n", field);
+			exit(2);
+		}
+		out[i] = (uint8_t) b;
+	}
+	*len = n / 2;
+	return out;
+}
+
+static const char *
+str(json_object *o, const char *field)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, field, &v))
+		return "";
+	return json_object_get_string(v);
+}
+
+static int
+num(json_object *o, const char *field)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, field, &v))
+	{
+		fprintf(stderr, "missing field %s\n", field);
+		exit(2);
+	}
+	return json_object_get_int(v);
+}
+
+/* Record one case: ok says whether the primitive gave the expected answer. */
+static void
+record(Counts *c, const char *file, json_object *tc, const char *result,
+	   bool accepted, bool output_matches)
+{
+	if (strcmp(result, "valid") == 0)
+	{
+		if (accepted && output_matches)
+			c->valid_ok++;
+		else
+		{
+			c->failed++;
+			fprintf(stderr, "FAIL %s tcId %d (valid): %s\n", file,
+					num(tc, "tcId"), accepted ? "wrong output" : "rejected");
+		}
+	}
+	else if (strcmp(result, "invalid") == 0)
+	{
+		if (!accepted)
+			c->invalid_ok++;
+		else
+		{
+			c->failed++;
+			fprintf(stderr, "FAIL %s tcId %d (invalid): accepted\n", file,
+					num(tc, "tcId"));
+		}
+	}
+	else
+		c->acceptable++;
+}
+
+static json_object *
+load(const char *dir, const char *file)
+{
+	char		path[4096];
+	json_object *root;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	root = json_object_from_file(path);
+	if (root == NULL)
+	{
+		fprintf(stderr, "cannot read %s\n", path);
+		exit(2);
+	}
+	return root;
+}
+
+static void
+report(const char *what, Counts *c)
+{
+	int			run = c->valid_ok + c->invalid_ok + c->acceptable + c->failed;
+
+	printf("%-46s %4d run: %4d valid ok, %4d invalid rejected, %2d acceptable, "
+		   "%3d skipped, %d FAILED\n",
+		   what, run, c->valid_ok, c->invalid_ok, c->acceptable, c->skipped,
+		   c->failed);
+	if (c->failed > 0 || run == 0)
+		total_failures++;
+}
+
+#define FOREACH_CASE(root, group, tc) \
+	for (size_t gi_ = 0; gi_ < json_object_array_length(json_object_object_get(root, "testGroups")); gi_++) \
+		for (json_object *group = json_object_array_get_idx(json_object_object_get(root, "testGroups"), gi_), \
+			 *tests_ = json_object_object_get(group, "tests"); tests_ != NULL; tests_ = NULL) \
+			for (size_t ti_ = 0; ti_ < json_object_array_length(tests_); ti_++) \
+				for (json_object *tc = json_object_array_get_idx(tests_, ti_); tc != NULL; tc = NULL)
+
+/*
+ * AES-GCM through the data path: cc_gcm_key with a 256-bit key, 96-bit
+ * nonce and 128-bit tag.  Both directions: decrypting must give msg (or fail
+ * for invalid cases); for valid cases sealing msg must give ct and tag.
+ */
+static void
+test_gcm_datapath(const char *dir)
+{
+	json_object *root = load(dir, "aes_gcm_test.json");
+	Counts		c = {0};
+
+	FOREACH_CASE(root, g, tc)
+	{
+		size_t		klen, ivlen, aadlen, msglen, ctlen, taglen;
+		uint8_t    *key = hex(tc, "key", &klen);
+		uint8_t    *iv = hex(tc, "iv", &ivlen);
+		uint8_t    *aad = hex(tc, "aad", &aadlen);
+		uint8_t    *msg = hex(tc, "msg", &msglen);
+		uint8_t    *ct = hex(tc, "ct", &ctlen);
+		uint8_t    *tag = hex(tc, "tag", &taglen);
+		const char *result = str(tc, "result");
+
+		if (klen == CC_AES256_KEY_LEN && ivlen == CC_GCM_NONCE_LEN &&
+			taglen == CC_TAG_LEN)
+		{
+			cc_gcm_key *k = cc_gcm_key_new(key);
+			uint8_t    *out = malloc(ctlen + 1);
+			uint8_t		tagout[CC_TAG_LEN];
+			cc_aead_item it = {iv, aad, aadlen, ct, ctlen, out, tag, CC_OK};
+			bool		opened;
+			bool		matches;
+
+			cc_gcm_open_batch(k, &it, 1);
+			opened = (it.status == CC_OK);
+			matches = opened && ctlen == msglen && memcmp(out, msg, msglen) == 0;
+			if (opened && strcmp(result, "valid") == 0)
+			{
+				/* The sealing direction must reproduce ct and tag. */
+				cc_aead_item s = {iv, aad, aadlen, msg, msglen, out, tagout, CC_OK};
+
+				cc_gcm_seal_batch(k, &s, 1);
+				matches = matches && s.status == CC_OK &&
+					memcmp(out, ct, ctlen) == 0 &&
+					memcmp(tagout, tag, CC_TAG_LEN) == 0;
+			}
+			record(&c, "aes_gcm_test.json", tc, result, opened, matches);
+			cc_gcm_key_free(k);
+			free(out);
+		}
+		else
+			c.skipped++;
+		free(key);
+		free(iv);
+		free(aad);
+		free(msg);
+		free(ct);
+		free(tag);
+	}
+	report("AES-GCM data path (256-bit key, 96/128)", &c);
+	json_object_put(root);
+}
+
+/* AES-GCM, every case of the file, through the any-size API. */
+static void
+test_gcm_any(const char *dir)
+{
+	json_object *root = load(dir, "aes_gcm_test.json");
+	Counts		c = {0};
+
+	FOREACH_CASE(root, g, tc)
+	{
+		size_t		klen, ivlen, aadlen, msglen, ctlen, taglen;
+		uint8_t    *key = hex(tc, "key", &klen);
+		uint8_t    *iv = hex(tc, "iv", &ivlen);
+		uint8_t    *aad = hex(tc, "aad", &aadlen);
+		uint8_t    *msg = hex(tc, "msg", &msglen);
+		uint8_t    *ct = hex(tc, "ct", &ctlen);
+		uint8_t    *tag = hex(tc, "tag", &taglen);
+		const char *result = str(tc, "result");
+		uint8_t    *out = malloc(ctlen + msglen + 1);
+		uint8_t		tagout[CC_TAG_LEN];
+		cc_status	st;
+		bool		matches;
+
+		/* OpenSSL's GCM takes IVs of at most 1024 bits; ours are 96. */
+		if (ivlen > 128)
+		{
+			c.skipped++;
+			free(key);
+			free(iv);
+			free(aad);
+			free(msg);
+			free(ct);
+			free(tag);
+			free(out);
+			continue;
+		}
+		st = cc_gcm_open_any(key, klen, iv, ivlen, aad, aadlen, ct, ctlen,
+							 tag, taglen, out);
+		matches = st == CC_OK && ctlen == msglen && memcmp(out, msg, msglen) == 0;
+		if (st == CC_OK && strcmp(result, "valid") == 0)
+		{
+			matches = matches &&
+				cc_gcm_seal_any(key, klen, iv, ivlen, aad, aadlen, msg, msglen,
+								out, tagout, taglen) == CC_OK &&
+				memcmp(out, ct, ctlen) == 0 && memcmp(tagout, tag, taglen) == 0;
+		}
+		record(&c, "aes_gcm_test.json", tc, result, st == CC_OK, matches);
+		free(key);
+		free(iv);
+		free(aad);
+		free(msg);
+		free(ct);
+		free(tag);
+		free(out);
+	}
+	report("AES-GCM all sizes (any-size API)", &c);
+	json_object_put(root);
+}
+
+/* AES-SIV: "ct" is the synthetic IV followed by the ciphertext. */
+static void
+test_siv(const char *dir, int only_keybits, const char *label)
+{
+	json_object *root = load(dir, "aes_siv_cmac_test.json");
+	Counts		c = {0};
+
+	FOREACH_CASE(root, g, tc)
+	{
+		size_t		klen, aadlen, msglen, ctlen;
+		uint8_t    *key;
+		uint8_t    *aad;
+		uint8_t    *msg;
+		uint8_t    *ct;
+		const char *result = str(tc, "result");
+
+		if (only_keybits != 0 && num(g, "keySize") != only_keybits)
+		{
+			c.skipped++;
+			continue;
+		}
+		key = hex(tc, "key", &klen);
+		aad = hex(tc, "aad", &aadlen);
+		msg = hex(tc, "msg", &msglen);
+		ct = hex(tc, "ct", &ctlen);
+		{
+			cc_siv_key *k = cc_siv_key_new(key, klen);
+			bool		opened = false;
+			bool		matches = false;
+
+			if (k != NULL && ctlen >= CC_TAG_LEN)
+			{
+				size_t		n = ctlen - CC_TAG_LEN;
+				uint8_t    *out = malloc(n + 1);
+				cc_aead_item it = {NULL, aad, aadlen, ct + CC_TAG_LEN, n, out,
+				ct, CC_OK};
+
+				cc_siv_open_batch(k, &it, 1);
+				opened = it.status == CC_OK;
+				matches = opened && n == msglen && memcmp(out, msg, n) == 0;
+				if (opened && strcmp(result, "valid") == 0)
+				{
+					uint8_t		tagout[CC_TAG_LEN];
+					cc_aead_item s = {NULL, aad, aadlen, msg, msglen, out, tagout,
+					CC_OK};
+
+					cc_siv_seal_batch(k, &s, 1);
+					matches = matches && s.status == CC_OK &&
+						memcmp(tagout, ct, CC_TAG_LEN) == 0 &&
+						memcmp(out, ct + CC_TAG_LEN, n) == 0;
+				}
+				free(out);
+			}
+			record(&c, "aes_siv_cmac_test.json", tc, result, opened, matches);
+			cc_siv_key_free(k);
+		}
+		free(key);
+		free(aad);
+		free(msg);
+		free(ct);
+	}
+	report(label, &c);
+	json_object_put(root);
+}
+
+static void
+test_kwp(const char *dir)
+{
+	json_object *root = load(dir, "aes_kwp_test.json");
+	Counts		c = {0};
+
+	FOREACH_CASE(root, g, tc)
+	{
+		size_t		klen, msglen, ctlen, outlen;
+		uint8_t    *key = hex(tc, "key", &klen);
+		uint8_t    *msg = hex(tc, "msg", &msglen);
+		uint8_t    *ct = hex(tc, "ct", &ctlen);
+		const char *result = str(tc, "result");
+		uint8_t    *out = malloc(ctlen + cc_kwp_wrapped_len(msglen) + 16);
+		cc_status	st;
+		bool		matches;
+
+		st = cc_kwp_unwrap(key, klen, ct, ctlen, out, &outlen);
+		matches = st == CC_OK && outlen == msglen && memcmp(out, msg, msglen) == 0;
+		if (st == CC_OK && strcmp(result, "valid") == 0)
+		{
+			matches = matches &&
+				cc_kwp_wrap(key, klen, msg, msglen, out, &outlen) == CC_OK &&
+				outlen == ctlen && memcmp(out, ct, ctlen) == 0;
+		}
+		record(&c, "aes_kwp_test.json", tc, result, st == CC_OK, matches);
+		free(key);
+		free(msg);
+		free(ct);
+		free(out);
+	}
+	report("AES-KWP (RFC 5649), all key sizes", &c);
+	json_object_put(root);
+}
+
+static void
+test_hkdf(const char *dir)
+{
+	json_object *root = load(dir, "hkdf_sha256_test.json");
+	Counts		c = {0};
+
+	FOREACH_CASE(root, g, tc)
+	{
+		size_t		ikmlen, saltlen, infolen, okmlen;
+		uint8_t    *ikm = hex(tc, "ikm", &ikmlen);
+		uint8_t    *salt = hex(tc, "salt", &saltlen);
+		uint8_t    *info = hex(tc, "info", &infolen);
+		uint8_t    *okm = hex(tc, "okm", &okmlen);
+		size_t		size = (size_t) num(tc, "size");
+		uint8_t    *out = malloc(size + 1);
+		cc_status	st;
+
+		st = cc_hkdf_sha256(ikm, ikmlen, salt, saltlen, info, infolen, out, size);
+		record(&c, "hkdf_sha256_test.json", tc, str(tc, "result"), st == CC_OK,
+			   st == CC_OK && size == okmlen && memcmp(out, okm, size) == 0);
+		free(ikm);
+		free(salt);
+		free(info);
+		free(okm);
+		free(out);
+	}
+	report("HKDF-SHA256", &c);
+	json_object_put(root);
+}
+
+/*
+ * Beyond the vectors: the data path must refuse a flipped bit anywhere and
+ * must not leave plaintext behind when it refuses.
+ */
+static void
+test_gcm_tamper(void)
+{
+	Counts		c = {0};
+	uint8_t		key[32], nonce[12], aad[12], pt[64], ct[64], tag[16], out[64];
+	cc_gcm_key *k;
+
+	cc_random(key, sizeof(key));
+	cc_random(nonce, sizeof(nonce));
+	cc_random(aad, sizeof(aad));
+	cc_random(pt, sizeof(pt));
+	k = cc_gcm_key_new(key);
+	{
+		cc_aead_item s = {nonce, aad, sizeof(aad), pt, sizeof(pt), ct, tag, CC_OK};
+
+		cc_gcm_seal_batch(k, &s, 1);
+	}
+	for (size_t bit = 0; bit < 8 * (sizeof(nonce) + sizeof(aad) + sizeof(ct) + sizeof(tag)); bit++)
+	{
+		uint8_t    *bufs[] = {nonce, aad, ct, tag};
+		size_t		lens[] = {sizeof(nonce), sizeof(aad), sizeof(ct), sizeof(tag)};
+		size_t		byte = bit / 8;
+		int			b = 0;
+		cc_aead_item it = {nonce, aad, sizeof(aad), ct, sizeof(ct), out, tag, CC_OK};
+		bool		leftover = false;
+
+		while (byte >= lens[b])
+			byte -= lens[b++];
+		bufs[b][byte] ^= (uint8_t) (1 << (bit % 8));
+		memset(out, 0xAA, sizeof(out));
+		cc_gcm_open_batch(k, &it, 1);
+		for (size_t i = 0; i < sizeof(out); i++)
+			leftover |= (out[i] == pt[i] && pt[i] != 0 && out[i] != 0);
+		if (it.status == CC_ERR_AUTH && !leftover)
+			c.invalid_ok++;
+		else
+		{
+			c.failed++;
+			fprintf(stderr, "FAIL tamper bit %zu: status %s leftover %d\n", bit,
+					cc_status_string(it.status), leftover);
+		}
+		bufs[b][byte] ^= (uint8_t) (1 << (bit % 8));
+	}
+	{
+		cc_aead_item it = {nonce, aad, sizeof(aad), ct, sizeof(ct), out, tag, CC_OK};
+
+		cc_gcm_open_batch(k, &it, 1);
+		if (it.status == CC_OK && memcmp(out, pt, sizeof(pt)) == 0)
+			c.valid_ok++;
+		else
+			c.failed++;
+	}
+	cc_gcm_key_free(k);
+	report("AES-GCM data path, every single-bit flip", &c);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *dir = argc > 1 ? argv[1] : getenv("COLCRYPT_WYCHEPROOF");
+
+	if (dir == NULL)
+	{
+		fprintf(stderr, "usage: %s <wycheproof directory>\n", argv[0]);
+		return 2;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	test_gcm_datapath(dir);
+	test_gcm_any(dir);
+	test_siv(dir, 512, "AES-SIV, 512-bit keys (the column key size)");
+	test_siv(dir, 0, "AES-SIV, all key sizes");
+	test_kwp(dir);
+	test_hkdf(dir);
+	test_gcm_tamper();
+	if (total_failures > 0)
+	{
+		printf("test_crypto: %d group(s) FAILED\n", total_failures);
+		return 1;
+	}
+	printf("test_crypto: all groups passed\n");
+	return 0;
+}
