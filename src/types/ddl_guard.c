@@ -12,6 +12,15 @@
  * access hook after CREATE TABLE (and CREATE TABLE AS, CREATE TYPE AS),
  * ALTER TABLE ADD COLUMN and ALTER COLUMN TYPE.
  *
+ * For the same reason, an expression the catalog keeps (a column or domain
+ * default, a CHECK constraint, a view or rule, an index expression or
+ * predicate, a trigger's WHEN, a policy, a SQL-standard function body) must
+ * not hold a constant under the transit key: after a restart it could never
+ * be decrypted again, and a DEFAULT would break every insert.  Such
+ * constants come from literals written as the encrypted type; written as
+ * the plain type ('x'::text) they are stored as the plain literal and
+ * encrypted under the column's key each time they are used.
+ *
  *-------------------------------------------------------------------------
  */
 #include "colcrypt/colcrypt.h"
@@ -20,13 +29,24 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "catalog/indexing.h"
+#include "catalog/namespace.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_attribute.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_attrdef.h"
+#include "catalog/pg_constraint.h"
+#include "catalog/pg_index.h"
+#include "catalog/pg_policy.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_rewrite.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
+#include "colcrypt/envelope.h"
+#include "nodes/nodeFuncs.h"
 #include "colcrypt/types.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -118,6 +138,179 @@ check_relation(Oid relid, AttrNumber only)
 	table_close(attrel, AccessShareLock);
 }
 
+/* ----------------------------------------------------------------------
+ * Transit-key constants in stored expressions
+ * ----------------------------------------------------------------------
+ */
+
+static bool
+find_transit_const(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (IsA(node, Const))
+	{
+		Const	   *c = (Const *) node;
+
+		if (!c->constisnull && ColcryptIsEncryptedType(c->consttype))
+		{
+			struct varlena *v = PG_DETOAST_DATUM_PACKED(c->constvalue);
+			cc_envelope env;
+
+			if (cc_envelope_parse((const uint8 *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v),
+								  &env) == CC_ENV_OK &&
+				env.key_id == CC_TRANSIT_KEY_ID)
+			{
+				*(Const **) context = c;
+				return true;
+			}
+		}
+		return false;
+	}
+	if (IsA(node, Query))
+		return query_tree_walker((Query *) node, find_transit_const, context, 0);
+	return expression_tree_walker(node, find_transit_const, context);
+}
+
+/* Check one stored node tree (the text of a pg_node_tree column). */
+static void
+check_node_tree(Datum tree, const char *what)
+{
+	Node	   *node = stringToNode(TextDatumGetCString(tree));
+	Const	   *found = NULL;
+
+	if (find_transit_const(node, &found))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s cannot hold a literal of type %s", what,
+						format_type_be(found->consttype)),
+				 errdetail("A literal of an encrypted type that names no key is encrypted under the server's transit key, which does not survive a restart."),
+				 errhint("Write the literal as its plain type, for example 'value'::%s; it is then encrypted under the column's key when used.",
+						 format_type_be(ColcryptTypeByOid(getBaseType(found->consttype))->plain_type))));
+}
+
+/*
+ * Scan catalog rows (just written: SnapshotSelf) matching one or two oid
+ * keys and check the named pg_node_tree columns.
+ */
+static void
+check_catalog_trees(Oid catalog, Oid index, AttrNumber key1, Oid value1,
+					AttrNumber key2, int16 value2,
+					const AttrNumber *cols, int ncols, const char *what)
+{
+	Relation	rel = table_open(catalog, AccessShareLock);
+	ScanKeyData keys[2];
+	int			nkeys = 1;
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	ScanKeyInit(&keys[0], key1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(value1));
+	if (key2 != InvalidAttrNumber)
+	{
+		ScanKeyInit(&keys[1], key2, BTEqualStrategyNumber, F_INT2EQ, Int16GetDatum(value2));
+		nkeys = 2;
+	}
+	scan = systable_beginscan(rel, index, true, SnapshotSelf, nkeys, keys);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		for (int i = 0; i < ncols; i++)
+		{
+			bool		isnull;
+			Datum		d = heap_getattr(tup, cols[i], RelationGetDescr(rel), &isnull);
+
+			if (!isnull)
+				check_node_tree(d, what);
+		}
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+}
+
+/* Stored expressions created or altered by this command. */
+static void
+check_stored_expressions(Oid classId, Oid objectId, int subId)
+{
+	switch (classId)
+	{
+		case AttrDefaultRelationId:
+			{
+				AttrNumber	cols[] = {Anum_pg_attrdef_adbin};
+
+				check_catalog_trees(AttrDefaultRelationId, AttrDefaultIndexId,
+									Anum_pg_attrdef_adrelid, objectId,
+									Anum_pg_attrdef_adnum, (int16) subId,
+									cols, lengthof(cols), "a column default");
+				break;
+			}
+		case ConstraintRelationId:
+			{
+				AttrNumber	cols[] = {Anum_pg_constraint_conbin};
+
+				check_catalog_trees(ConstraintRelationId, ConstraintOidIndexId,
+									Anum_pg_constraint_oid, objectId, InvalidAttrNumber, 0,
+									cols, lengthof(cols), "a constraint");
+				break;
+			}
+		case RewriteRelationId:
+			{
+				AttrNumber	cols[] = {Anum_pg_rewrite_ev_qual, Anum_pg_rewrite_ev_action};
+
+				check_catalog_trees(RewriteRelationId, RewriteOidIndexId,
+									Anum_pg_rewrite_oid, objectId, InvalidAttrNumber, 0,
+									cols, lengthof(cols), "a view or rule");
+				break;
+			}
+		case TriggerRelationId:
+			{
+				AttrNumber	cols[] = {Anum_pg_trigger_tgqual};
+
+				check_catalog_trees(TriggerRelationId, TriggerOidIndexId,
+									Anum_pg_trigger_oid, objectId, InvalidAttrNumber, 0,
+									cols, lengthof(cols), "a trigger condition");
+				break;
+			}
+		case PolicyRelationId:
+			{
+				AttrNumber	cols[] = {Anum_pg_policy_polqual, Anum_pg_policy_polwithcheck};
+
+				check_catalog_trees(PolicyRelationId, PolicyOidIndexId,
+									Anum_pg_policy_oid, objectId, InvalidAttrNumber, 0,
+									cols, lengthof(cols), "a policy");
+				break;
+			}
+		case ProcedureRelationId:
+			{
+				AttrNumber	cols[] = {Anum_pg_proc_prosqlbody};
+
+				check_catalog_trees(ProcedureRelationId, ProcedureOidIndexId,
+									Anum_pg_proc_oid, objectId, InvalidAttrNumber, 0,
+									cols, lengthof(cols), "a function body");
+				break;
+			}
+		case TypeRelationId:
+			{
+				AttrNumber	cols[] = {Anum_pg_type_typdefaultbin};
+
+				check_catalog_trees(TypeRelationId, TypeOidIndexId,
+									Anum_pg_type_oid, objectId, InvalidAttrNumber, 0,
+									cols, lengthof(cols), "a domain default");
+				break;
+			}
+		case RelationRelationId:
+			{
+				AttrNumber	cols[] = {Anum_pg_index_indexprs, Anum_pg_index_indpred};
+
+				if (subId == 0)
+					check_catalog_trees(IndexRelationId, IndexRelidIndexId,
+										Anum_pg_index_indexrelid, objectId, InvalidAttrNumber, 0,
+										cols, lengthof(cols), "an index");
+				break;
+			}
+		default:
+			break;
+	}
+}
+
 static void
 colcrypt_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 					   int subId, void *arg)
@@ -125,11 +318,15 @@ colcrypt_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 	if (prev_object_access_hook)
 		prev_object_access_hook(access, classId, objectId, subId, arg);
 
+	if (access != OAT_POST_CREATE && access != OAT_POST_ALTER)
+		return;
+	/* Nothing to guard until the extension's types exist. */
+	if (!OidIsValid(get_namespace_oid(COLCRYPT_SCHEMA, true)))
+		return;
+	check_stored_expressions(classId, objectId, subId);
 	if (classId != RelationRelationId)
 		return;
-	if (access == OAT_POST_CREATE)
-		check_relation(objectId, (AttrNumber) subId);
-	else if (access == OAT_POST_ALTER && subId > 0)
+	if (access == OAT_POST_CREATE || subId > 0)
 		check_relation(objectId, (AttrNumber) subId);
 }
 

@@ -1,0 +1,37 @@
+--
+-- catalog: views, the audit log, the shared key cache, and what pg_dump
+-- carries
+--
+SELECT relname FROM pg_class c JOIN pg_extension e ON c.oid = ANY (e.extconfig)
+ WHERE e.extname = 'colcrypt' ORDER BY relname;
+
+-- Views never show key material.
+SELECT column_name FROM information_schema.columns
+ WHERE table_schema = 'colcrypt' AND table_name IN ('keys', 'providers', 'master_keys', 'key_cache', 'key_cache_contents')
+   AND (column_name LIKE '%wrapped%' OR column_name LIKE '%secret%' OR column_name LIKE '%dek%');
+SELECT name, version, state FROM colcrypt.key_cache_contents ORDER BY name, version;
+
+-- The cache has served the keys used so far; its counters move.
+SELECT capacity, ttl_seconds, entries > 0 AS has_entries, kms_calls > 0 AS called_provider,
+       kms_failures
+  FROM colcrypt.key_cache;
+
+-- The audit log records key management (never a secret).
+SELECT action, object_type, object_name, key_version, success, detail
+  FROM colcrypt.audit_log ORDER BY id;
+
+-- Dropping, in the right order, works and is audited.
+SELECT colcrypt.add_master_key('audited', 'dev', 'audited-cmk');
+SELECT colcrypt.drop_master_key('audited');
+SELECT action, object_type, object_name, success FROM colcrypt.audit_log
+ WHERE object_name = 'audited' ORDER BY id;
+
+-- colcrypt.audit = off records nothing.
+SET colcrypt.audit = off;
+SELECT colcrypt.add_master_key('unaudited', 'dev', 'unaudited-cmk');
+RESET colcrypt.audit;
+SELECT count(*) FROM colcrypt.audit_log WHERE object_name = 'unaudited';
+SELECT colcrypt.drop_master_key('unaudited');
+
+-- The settings.
+SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'colcrypt.%' ORDER BY name;

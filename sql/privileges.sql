@@ -1,0 +1,128 @@
+--
+-- privileges: key owners, grants, and roles that must never see plaintext
+--
+CREATE ROLE cc_owner;
+CREATE ROLE cc_app;
+CREATE ROLE cc_writer;
+CREATE ROLE cc_reader;
+CREATE ROLE cc_member IN ROLE cc_app;
+GRANT USAGE ON SCHEMA colcrypt TO cc_owner;
+GRANT EXECUTE ON FUNCTION colcrypt.create_key(text, text) TO cc_owner;
+
+-- A key created by cc_owner belongs to it.
+SET ROLE cc_owner;
+SELECT colcrypt.create_key('owned', 'cmk');
+RESET ROLE;
+SELECT name, owner FROM colcrypt.keys WHERE name = 'owned';
+
+CREATE TABLE vault (id integer, v colcrypt.encrypted_text(owned));
+GRANT SELECT, INSERT, UPDATE ON vault TO cc_owner, cc_app, cc_writer, cc_reader;
+SET ROLE cc_owner;
+INSERT INTO vault VALUES (1, 'owner wrote this');
+SELECT id, v FROM vault;
+
+-- Only the owner (or a superuser) grants.
+SELECT colcrypt.grant_key('owned', 'cc_app', 'all');
+SELECT colcrypt.grant_key('owned', 'cc_writer', 'encrypt');
+RESET ROLE;
+SET ROLE cc_app;
+SELECT colcrypt.grant_key('owned', 'cc_reader', 'decrypt');
+RESET ROLE;
+SELECT name, grantee, privilege FROM colcrypt.key_grants ORDER BY grantee::text, privilege;
+
+-- cc_app: encrypt and decrypt, like the owner.
+SET ROLE cc_app;
+INSERT INTO vault VALUES (2, 'app wrote this');
+SELECT id, v FROM vault ORDER BY id;
+RESET ROLE;
+
+-- Membership in a role with the grant is enough.
+SET ROLE cc_member;
+SELECT id, v FROM vault WHERE id = 1;
+RESET ROLE;
+
+-- cc_writer: may write, never reads plaintext back.
+SET ROLE cc_writer;
+INSERT INTO vault VALUES (3, 'writer wrote this');
+SELECT id, format('%s', v) LIKE 'colcrypt:%' AS sees_ciphertext FROM vault ORDER BY id;
+\set VERBOSITY terse
+SELECT v::text FROM vault WHERE id = 3;
+\echo SQLSTATE :SQLSTATE
+SELECT id FROM vault WHERE v = 'writer wrote this';
+\echo SQLSTATE :SQLSTATE
+SELECT id FROM vault WHERE v = 'x'::text;
+\echo SQLSTATE :SQLSTATE
+SELECT upper(v) FROM vault;
+\echo SQLSTATE :SQLSTATE
+SELECT length(v) FROM vault;
+\echo SQLSTATE :SQLSTATE
+\set VERBOSITY default
+RESET ROLE;
+
+-- cc_reader: no grant at all.  Output is the ciphertext; everything that
+-- needs plaintext is refused, so there is no equality or ordering oracle.
+SET ROLE cc_reader;
+SELECT id, format('%s', v) LIKE 'colcrypt:%' AS sees_ciphertext FROM vault ORDER BY id;
+\set VERBOSITY default
+SELECT id FROM vault WHERE v = 'owner wrote this';
+\echo SQLSTATE :SQLSTATE
+\set VERBOSITY terse
+SELECT id FROM vault WHERE v <> 'owner wrote this';
+\echo SQLSTATE :SQLSTATE
+SELECT id FROM vault WHERE 'owner wrote this'::text = v;
+\echo SQLSTATE :SQLSTATE
+SELECT a.id FROM vault a JOIN vault b ON a.v = b.v;
+\echo SQLSTATE :SQLSTATE
+SELECT v || '' FROM vault;
+\echo SQLSTATE :SQLSTATE
+INSERT INTO vault VALUES (4, 'reader tries to write');
+\echo SQLSTATE :SQLSTATE
+UPDATE vault SET v = 'reader tries to update' WHERE id = 1;
+\echo SQLSTATE :SQLSTATE
+SELECT colcrypt.grant_key('owned', 'cc_reader', 'all');
+\echo SQLSTATE :SQLSTATE
+\set VERBOSITY default
+-- What it may do: move ciphertext it sees back in, unchanged.
+SELECT colcrypt.ciphertext(v) AS ct FROM vault WHERE id = 1 \gset
+UPDATE vault SET v = :'ct' WHERE id = 2;
+RESET ROLE;
+SELECT id, v FROM vault ORDER BY id;
+
+-- Revoking takes effect at once.
+SELECT colcrypt.revoke_key('owned', 'cc_app', 'decrypt');
+SET ROLE cc_app;
+SELECT id, format('%s', v) LIKE 'colcrypt:%' AS sees_ciphertext FROM vault WHERE id = 1;
+INSERT INTO vault VALUES (5, 'app can still write');
+RESET ROLE;
+SELECT colcrypt.revoke_key('owned', 'cc_app', 'all');
+SET ROLE cc_app;
+\set VERBOSITY terse
+INSERT INTO vault VALUES (6, 'app cannot write any more');
+\echo SQLSTATE :SQLSTATE
+\set VERBOSITY default
+RESET ROLE;
+
+-- Grant argument errors.
+\set VERBOSITY terse
+SELECT colcrypt.grant_key('owned', 'cc_app', 'read');
+\echo SQLSTATE :SQLSTATE
+SELECT colcrypt.grant_key('nosuchkey', 'cc_app', 'all');
+\echo SQLSTATE :SQLSTATE
+SELECT colcrypt.grant_key('owned', 'nosuchrole', 'all');
+\echo SQLSTATE :SQLSTATE
+\set VERBOSITY default
+
+-- Key management functions are not for everyone.
+SET ROLE cc_reader;
+\set VERBOSITY terse
+SELECT colcrypt.create_key('mine', 'cmk');
+\echo SQLSTATE :SQLSTATE
+SELECT colcrypt.add_provider('p', 'file', '{"path": "/tmp/x"}');
+\echo SQLSTATE :SQLSTATE
+SELECT * FROM colcrypt.data_key_version;
+\echo SQLSTATE :SQLSTATE
+SELECT * FROM colcrypt.provider;
+\echo SQLSTATE :SQLSTATE
+\set VERBOSITY default
+SELECT name, version, state FROM colcrypt.keys WHERE name = 'owned';
+RESET ROLE;
