@@ -3,6 +3,7 @@
 #   make && make install          build and install into the pg_config found
 #   make installcheck             pg_regress in a temporary instance, then TAP
 #   make unittest                 C unit tests (Wycheproof vectors)
+#   make test-programs            helpers the TAP tests run
 #   make COPT=-Werror             what CI builds with
 #
 # Run the whole suite with scripts/test.sh, which also installs what it needs.
@@ -31,7 +32,8 @@ REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_regress \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
 
-EXTRA_CLEAN = tmp_regress test/test_crypto test/test_envelope results regression.diffs regression.out
+EXTRA_CLEAN = tmp_regress test/test_crypto test/test_envelope test/proto_client \
+	results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -52,7 +54,14 @@ test/test_crypto: test/test_crypto.c $(CRYPTO_SRCS) include/colcrypt/crypto.h
 test/test_envelope: test/test_envelope.c $(CRYPTO_SRCS) include/colcrypt/envelope.h
 	$(CC) $(UNIT_CFLAGS) -o $@ test/test_envelope.c $(CRYPTO_SRCS) -lcrypto
 
-.PHONY: unittest
+.PHONY: unittest test-programs
 unittest: test/test_crypto test/test_envelope
 	test/test_crypto $(WYCHEPROOF)
 	test/test_envelope
+
+# Programs the TAP tests run.
+test-programs: test/proto_client
+
+test/proto_client: test/proto_client.c
+	$(CC) $(UNIT_CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< \
+		-L$(shell $(PG_CONFIG) --libdir) -lpq

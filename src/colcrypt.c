@@ -43,9 +43,16 @@ static const struct config_enum_entry audit_options[] = {
 void		_PG_init(void);
 
 static void
-define_settings(void)
+define_settings(bool preloading)
 {
-	DefineCustomIntVariable("colcrypt.key_cache_entries",
+	/*
+	 * A postmaster-level setting can only be defined while preloading;
+	 * defining it later (the library loaded on demand by a server that did
+	 * not preload it) is a FATAL error.  Leave it out then: every entry point
+	 * refuses anyway.
+	 */
+	if (preloading)
+		DefineCustomIntVariable("colcrypt.key_cache_entries",
 							gettext_noop("Number of unwrapped data key versions the shared key cache holds."),
 							gettext_noop("The least recently used entry is wiped and evicted when the cache is full."),
 							&colcrypt_key_cache_entries,
@@ -98,7 +105,7 @@ define_settings(void)
 void
 _PG_init(void)
 {
-	define_settings();
+	define_settings(process_shared_preload_libraries_in_progress);
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

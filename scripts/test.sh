@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The whole colcrypt test suite, from a fresh Debian 12 machine (as root):
+# installs what it needs, builds, installs, then runs
+#   1. the C unit tests (Wycheproof vectors, the envelope parser),
+#   2. pg_regress in a throwaway instance with colcrypt preloaded,
+#   3. the TAP tests (restarts, no plaintext on disk, connection storms,
+#      dump and restore, provider failures, the extended protocol).
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_root "$@"
+
+START=$(date +%s)
+install_packages "${BUILD_PACKAGES[@]}"
+build_and_install
+
+WYCHEPROOF=${COLCRYPT_WYCHEPROOF:-$ROOT/../shared/testvectors/wycheproof}
+[ -f "$WYCHEPROOF/aes_gcm_test.json" ] ||
+    die "Wycheproof vectors not found at $WYCHEPROOF (set COLCRYPT_WYCHEPROOF)"
+WYCHEPROOF=$(cd "$WYCHEPROOF" && pwd)
+
+WORK=$(postgres_workdir check)
+status=0
+
+say "C unit tests"
+as_postgres make -C "$WORK" -s unittest test-programs WYCHEPROOF="$WYCHEPROOF" || status=1
+
+say "pg_regress and TAP tests (in $WORK)"
+if ! as_postgres make -C "$WORK" installcheck PG_CONFIG="$PG_CONFIG" PROVE_FLAGS="--timer"; then
+    status=1
+    [ -f "$WORK/regression.diffs" ] && { say "regression.diffs"; cat "$WORK/regression.diffs"; }
+    for log in "$WORK"/tmp_check/log/regress_log_*; do
+        [ -f "$log" ] || continue
+        say "$(basename "$log") (last 60 lines)"
+        tail -n 60 "$log"
+    done
+fi
+
+say "Finished in $(( $(date +%s) - START )) s"
+if [ $status -ne 0 ]; then
+    echo "FAILED (outputs kept in $WORK)"
+    exit 1
+fi
+rm -rf "$WORK"
+echo "ALL TESTS PASSED"
