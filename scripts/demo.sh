@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The colcrypt demo, from a fresh Debian 12 machine (as root): installs what
+# it needs, builds and installs colcrypt, starts a throwaway PostgreSQL 15
+# cluster with colcrypt preloaded and a keyring file provider, shows what
+# the product does, then stops the cluster and removes it.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_root "$@"
+
+install_packages "${BUILD_PACKAGES[@]}"
+build_and_install
+
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/colcrypt-demo.XXXXXX")
+chown postgres:postgres "$DIR"
+chmod 700 "$DIR"
+PGDATA=$DIR/data
+PORT=$(free_port)
+
+cleanup() {
+    as_postgres pg_ctl -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+say "Starting a throwaway cluster in $DIR (port $PORT, shared_preload_libraries = 'colcrypt')"
+as_postgres initdb -D "$PGDATA" -A trust -U postgres -E UTF8 --locale=C.UTF-8 >/dev/null
+cat >>"$PGDATA/postgresql.conf" <<CONF
+port = $PORT
+listen_addresses = ''
+unix_socket_directories = '$DIR'
+shared_preload_libraries = 'colcrypt'
+CONF
+as_postgres pg_ctl -D "$PGDATA" -l "$DIR/server.log" -w start >/dev/null
+
+say "The demo"
+as_postgres env PGHOST="$DIR" PGPORT="$PORT" PGDATABASE=postgres \
+    psql -X -v keyring="$DIR/keyring" <"$ROOT/demo/demo.sql" 2>&1 |
+    sed -e "s|$DIR|<demo dir>|g"
+
+say "Stopping and removing the cluster"
