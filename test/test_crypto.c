@@ -158,6 +158,37 @@ report(const char *what, Counts *c)
 			for (size_t ti_ = 0; ti_ < json_object_array_length(tests_); ti_++) \
 				for (json_object *tc = json_object_array_get_idx(tests_, ti_); tc != NULL; tc = NULL)
 
+/* One AES-GCM case's fields. */
+typedef struct GcmCase
+{
+	size_t		klen, ivlen, aadlen, msglen, ctlen, taglen;
+	uint8_t    *key, *iv, *aad, *msg, *ct, *tag;
+	const char *result;
+} GcmCase;
+
+static void
+gcm_case_load(json_object *tc, GcmCase *c)
+{
+	c->key = hex(tc, "key", &c->klen);
+	c->iv = hex(tc, "iv", &c->ivlen);
+	c->aad = hex(tc, "aad", &c->aadlen);
+	c->msg = hex(tc, "msg", &c->msglen);
+	c->ct = hex(tc, "ct", &c->ctlen);
+	c->tag = hex(tc, "tag", &c->taglen);
+	c->result = str(tc, "result");
+}
+
+static void
+gcm_case_free(GcmCase *c)
+{
+	free(c->key);
+	free(c->iv);
+	free(c->aad);
+	free(c->msg);
+	free(c->ct);
+	free(c->tag);
+}
+
 /*
  * AES-GCM through the data path: cc_gcm_key with a 256-bit key, 96-bit
  * nonce and 128-bit tag.  Both directions: decrypting must give msg (or fail
@@ -171,50 +202,39 @@ test_gcm_datapath(const char *dir)
 
 	FOREACH_CASE(root, g, tc)
 	{
-		size_t		klen, ivlen, aadlen, msglen, ctlen, taglen;
-		uint8_t    *key = hex(tc, "key", &klen);
-		uint8_t    *iv = hex(tc, "iv", &ivlen);
-		uint8_t    *aad = hex(tc, "aad", &aadlen);
-		uint8_t    *msg = hex(tc, "msg", &msglen);
-		uint8_t    *ct = hex(tc, "ct", &ctlen);
-		uint8_t    *tag = hex(tc, "tag", &taglen);
-		const char *result = str(tc, "result");
+		GcmCase		v;
 
-		if (klen == CC_AES256_KEY_LEN && ivlen == CC_GCM_NONCE_LEN &&
-			taglen == CC_TAG_LEN)
+		gcm_case_load(tc, &v);
+		if (v.klen == CC_AES256_KEY_LEN && v.ivlen == CC_GCM_NONCE_LEN &&
+			v.taglen == CC_TAG_LEN)
 		{
-			cc_gcm_key *k = cc_gcm_key_new(key);
-			uint8_t    *out = malloc(ctlen + 1);
+			cc_gcm_key *k = cc_gcm_key_new(v.key);
+			uint8_t    *out = malloc(v.ctlen + 1);
 			uint8_t		tagout[CC_TAG_LEN];
-			cc_aead_item it = {iv, aad, aadlen, ct, ctlen, out, tag, CC_OK};
+			cc_aead_item it = {v.iv, v.aad, v.aadlen, v.ct, v.ctlen, out, v.tag, CC_OK};
 			bool		opened;
 			bool		matches;
 
 			cc_gcm_open_batch(k, &it, 1);
 			opened = (it.status == CC_OK);
-			matches = opened && ctlen == msglen && memcmp(out, msg, msglen) == 0;
-			if (opened && strcmp(result, "valid") == 0)
+			matches = opened && v.ctlen == v.msglen && memcmp(out, v.msg, v.msglen) == 0;
+			if (opened && strcmp(v.result, "valid") == 0)
 			{
 				/* The sealing direction must reproduce ct and tag. */
-				cc_aead_item s = {iv, aad, aadlen, msg, msglen, out, tagout, CC_OK};
+				cc_aead_item s = {v.iv, v.aad, v.aadlen, v.msg, v.msglen, out, tagout, CC_OK};
 
 				cc_gcm_seal_batch(k, &s, 1);
 				matches = matches && s.status == CC_OK &&
-					memcmp(out, ct, ctlen) == 0 &&
-					memcmp(tagout, tag, CC_TAG_LEN) == 0;
+					memcmp(out, v.ct, v.ctlen) == 0 &&
+					memcmp(tagout, v.tag, CC_TAG_LEN) == 0;
 			}
-			record(&c, "aes_gcm_test.json", tc, result, opened, matches);
+			record(&c, "aes_gcm_test.json", tc, v.result, opened, matches);
 			cc_gcm_key_free(k);
 			free(out);
 		}
 		else
 			c.skipped++;
-		free(key);
-		free(iv);
-		free(aad);
-		free(msg);
-		free(ct);
-		free(tag);
+		gcm_case_free(&v);
 	}
 	report("AES-GCM data path (256-bit key, 96/128)", &c);
 	json_object_put(root);
@@ -229,49 +249,33 @@ test_gcm_any(const char *dir)
 
 	FOREACH_CASE(root, g, tc)
 	{
-		size_t		klen, ivlen, aadlen, msglen, ctlen, taglen;
-		uint8_t    *key = hex(tc, "key", &klen);
-		uint8_t    *iv = hex(tc, "iv", &ivlen);
-		uint8_t    *aad = hex(tc, "aad", &aadlen);
-		uint8_t    *msg = hex(tc, "msg", &msglen);
-		uint8_t    *ct = hex(tc, "ct", &ctlen);
-		uint8_t    *tag = hex(tc, "tag", &taglen);
-		const char *result = str(tc, "result");
-		uint8_t    *out = malloc(ctlen + msglen + 1);
+		GcmCase		v;
+		uint8_t    *out;
 		uint8_t		tagout[CC_TAG_LEN];
 		cc_status	st;
 		bool		matches;
 
+		gcm_case_load(tc, &v);
 		/* OpenSSL's GCM takes IVs of at most 1024 bits; ours are 96. */
-		if (ivlen > 128)
+		if (v.ivlen > 128)
 		{
 			c.skipped++;
-			free(key);
-			free(iv);
-			free(aad);
-			free(msg);
-			free(ct);
-			free(tag);
-			free(out);
+			gcm_case_free(&v);
 			continue;
 		}
-		st = cc_gcm_open_any(key, klen, iv, ivlen, aad, aadlen, ct, ctlen,
-							 tag, taglen, out);
-		matches = st == CC_OK && ctlen == msglen && memcmp(out, msg, msglen) == 0;
-		if (st == CC_OK && strcmp(result, "valid") == 0)
+		out = malloc(v.ctlen + v.msglen + 1);
+		st = cc_gcm_open_any(v.key, v.klen, v.iv, v.ivlen, v.aad, v.aadlen, v.ct, v.ctlen,
+							 v.tag, v.taglen, out);
+		matches = st == CC_OK && v.ctlen == v.msglen && memcmp(out, v.msg, v.msglen) == 0;
+		if (st == CC_OK && strcmp(v.result, "valid") == 0)
 		{
 			matches = matches &&
-				cc_gcm_seal_any(key, klen, iv, ivlen, aad, aadlen, msg, msglen,
-								out, tagout, taglen) == CC_OK &&
-				memcmp(out, ct, ctlen) == 0 && memcmp(tagout, tag, taglen) == 0;
+				cc_gcm_seal_any(v.key, v.klen, v.iv, v.ivlen, v.aad, v.aadlen, v.msg, v.msglen,
+								out, tagout, v.taglen) == CC_OK &&
+				memcmp(out, v.ct, v.ctlen) == 0 && memcmp(tagout, v.tag, v.taglen) == 0;
 		}
-		record(&c, "aes_gcm_test.json", tc, result, st == CC_OK, matches);
-		free(key);
-		free(iv);
-		free(aad);
-		free(msg);
-		free(ct);
-		free(tag);
+		record(&c, "aes_gcm_test.json", tc, v.result, st == CC_OK, matches);
+		gcm_case_free(&v);
 		free(out);
 	}
 	report("AES-GCM all sizes (any-size API)", &c);

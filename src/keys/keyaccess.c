@@ -61,23 +61,9 @@ dek_release(ColcryptDek *d)
 	d->siv = NULL;
 }
 
+/* Release the contexts of matching entries (all of them if all is true). */
 static void
-forget_all(void)
-{
-	HASH_SEQ_STATUS seq;
-	ColcryptDek *d;
-
-	if (deks == NULL)
-		return;
-	hash_seq_init(&seq, deks);
-	while ((d = hash_seq_search(&seq)) != NULL)
-		dek_release(d);
-	hash_destroy(deks);
-	deks = NULL;
-}
-
-void
-ColcryptDekForget(uint32 key_id, int64 version)
+forget_matching(bool all, uint32 key_id, int64 version)
 {
 	HASH_SEQ_STATUS seq;
 	ColcryptDek *d;
@@ -87,12 +73,18 @@ ColcryptDekForget(uint32 key_id, int64 version)
 	hash_seq_init(&seq, deks);
 	while ((d = hash_seq_search(&seq)) != NULL)
 	{
-		if (d->key_id == key_id && (version < 0 || d->version == (uint32) version))
+		if (all || (d->key_id == key_id && (version < 0 || d->version == (uint32) version)))
 		{
 			dek_release(d);
 			hash_search(deks, d, HASH_REMOVE, NULL);
 		}
 	}
+}
+
+void
+ColcryptDekForget(uint32 key_id, int64 version)
+{
+	forget_matching(false, key_id, version);
 }
 
 static HTAB *
@@ -102,7 +94,9 @@ dek_table(void)
 	{
 		HASHCTL		ctl;
 
-		forget_all();
+		forget_matching(true, 0, 0);
+		if (deks != NULL)
+			hash_destroy(deks);
 		ctl.keysize = sizeof(DekKey);
 		ctl.entrysize = sizeof(ColcryptDek);
 		deks = hash_create("colcrypt data key contexts", 64, &ctl,

@@ -765,22 +765,31 @@ colcrypt_typmod_out(PG_FUNCTION_ARGS)
  * ----------------------------------------------------------------------
  */
 
+/* The argument of an inspection function: a value of an encrypted type. */
+static struct varlena *
+encrypted_arg(FunctionCallInfo fcinfo, const char *fname, cc_envelope *env)
+{
+	Oid			argtype = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	struct varlena *v;
+
+	if (!OidIsValid(argtype) || !ColcryptIsEncryptedType(argtype))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("%s() takes a value of an encrypted type", fname)));
+	v = PG_GETARG_VARLENA_PP(0);
+	parse_datum(v, env);
+	return v;
+}
+
 PG_FUNCTION_INFO_V1(colcrypt_ciphertext);
 
 /* The text form of any encrypted value, whatever colcrypt.output says. */
 Datum
 colcrypt_ciphertext(PG_FUNCTION_ARGS)
 {
-	Oid			argtype = get_fn_expr_argtype(fcinfo->flinfo, 0);
-	struct varlena *v;
 	cc_envelope env;
+	struct varlena *v = encrypted_arg(fcinfo, "colcrypt.ciphertext", &env);
 
-	if (!OidIsValid(argtype) || !ColcryptIsEncryptedType(argtype))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("colcrypt.ciphertext() takes a value of an encrypted type")));
-	v = PG_GETARG_VARLENA_PP(0);
-	parse_datum(v, &env);
 	PG_RETURN_TEXT_P(cstring_to_text(text_form(v)));
 }
 
@@ -790,17 +799,10 @@ PG_FUNCTION_INFO_V1(colcrypt_inspect);
 Datum
 colcrypt_inspect(PG_FUNCTION_ARGS)
 {
-	Oid			argtype = get_fn_expr_argtype(fcinfo->flinfo, 0);
-	struct varlena *v;
 	cc_envelope env;
+	struct varlena *v = encrypted_arg(fcinfo, "colcrypt.inspect", &env);
 	StringInfoData s;
 
-	if (!OidIsValid(argtype) || !ColcryptIsEncryptedType(argtype))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("colcrypt.inspect() takes a value of an encrypted type")));
-	v = PG_GETARG_VARLENA_PP(0);
-	parse_datum(v, &env);
 	initStringInfo(&s);
 	appendStringInfo(&s, "{\"format\": %u, \"algorithm\": \"%s\", \"type\": \"%s\", "
 					 "\"key\": ",
