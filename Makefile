@@ -19,7 +19,7 @@ SRCS = src/colcrypt.c \
 	src/keys/keycache.c src/keys/catalog.c src/keys/keyaccess.c \
 	src/keys/keymgmt.c src/keys/audit.c \
 	src/providers/provider.c src/providers/file.c \
-	src/types/typedesc.c src/types/enctype.c src/types/ddl_guard.c
+	src/types/typedesc.c src/types/enctype.c src/types/compare.c src/types/ddl_guard.c
 OBJS = $(SRCS:.c=.o)
 
 PG_CPPFLAGS = -I$(srcdir)/include
@@ -27,7 +27,7 @@ SHLIB_LINK = -lcrypto
 
 # pg_regress: one file per topic, in a throwaway instance with the library
 # preloaded.  (Not tmp_check: the TAP step removes that directory.)
-REGRESS = init text_type bytea_type ciphertext privileges ddl catalog
+REGRESS = init text_type bytea_type types operators deterministic ciphertext privileges ddl catalog
 REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_regress \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
@@ -40,7 +40,7 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 colcrypt--$(EXTVERSION).sql: src/sql/gen.sh src/sql/catalog.sql src/sql/type.sql.in \
-		src/sql/tail.sql include/colcrypt/typelist.h
+		src/sql/operator.sql.in src/sql/opclass.sql.in src/sql/cast.sql.in src/sql/tail.sql include/colcrypt/typelist.h
 	sh $(srcdir)/src/sql/gen.sh $(srcdir) > $@
 
 # ---- C unit tests: the crypto layer and the envelope, without PostgreSQL ----

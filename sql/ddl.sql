@@ -50,8 +50,6 @@ CREATE TABLE badmod (c colcrypt.encrypted_text(k1, k2, k1));
 \echo SQLSTATE :SQLSTATE
 CREATE TABLE badmod (c colcrypt.encrypted_text(k1, sideways));
 \echo SQLSTATE :SQLSTATE
-CREATE TABLE badmod (c colcrypt.encrypted_text(k1, deterministic));
-\echo SQLSTATE :SQLSTATE
 CREATE TABLE badmod (c colcrypt.encrypted_text(''));
 \echo SQLSTATE :SQLSTATE
 CREATE TABLE badmod (c colcrypt.encrypted_text("#0"));
@@ -59,7 +57,7 @@ CREATE TABLE badmod (c colcrypt.encrypted_text("#0"));
 CREATE TABLE badmod (c colcrypt.encrypted_text("#abc"));
 \echo SQLSTATE :SQLSTATE
 \set VERBOSITY default
-CREATE TABLE goodmod (c colcrypt.encrypted_text(k1, randomized));
+CREATE TABLE goodmod (c colcrypt.encrypted_text(k1, randomized), d colcrypt.encrypted_text(k1, DETERMINISTIC));
 \d goodmod
 
 -- During a restore (check_function_bodies off) the key may not exist yet:

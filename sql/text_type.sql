@@ -75,7 +75,7 @@ SELECT id FROM people WHERE name = ''; -- the empty string, not NULL
 SELECT id FROM people WHERE name IS NULL ORDER BY id;
 SET search_path = public, colcrypt;
 SELECT id FROM people WHERE name = 'Alice';
-SELECT id FROM people WHERE name OPERATOR(colcrypt.=) 'Zoë Ünicode – 東京 🎉';
+SELECT id FROM people WHERE name OPERATOR(pg_catalog.=) 'Zoë Ünicode – 東京 🎉';
 SELECT a.id, b.id FROM people a, people b WHERE a.name = b.name AND a.id < b.id ORDER BY 1, 2;
 SELECT id FROM people WHERE name <> 'Alice'::text AND id < 10 ORDER BY id;
 EXPLAIN (COSTS OFF) SELECT id FROM people WHERE name = 'Alice';

@@ -33,18 +33,74 @@ ColcryptTest::setup_keys($node, 'postgres', $node->basedir . '/keyring', 'k1', '
 
 $node->safe_psql('postgres', qq{
 	CREATE TABLE enc (id integer PRIMARY KEY, s colcrypt.encrypted_text(k1),
+	                  det colcrypt.encrypted_text(k1, deterministic),
 	                  b colcrypt.encrypted_bytea(k2), pad text);
 	CREATE TABLE ctl (id integer PRIMARY KEY, s text, b bytea, pad text);
-	INSERT INTO enc SELECT g, '$secret-ins-' || g, convert_to('$secret-bin-' || g, 'UTF8'), repeat('p', 100)
+	INSERT INTO enc SELECT g, '$secret-ins-' || g, '$secret-det-' || (g % 100),
+	                       convert_to('$secret-bin-' || g, 'UTF8'), repeat('p', 100)
 	  FROM generate_series(1, 3000) g;
+	CREATE INDEX enc_det ON enc (det colcrypt.encrypted_text_det_ops);
+	CREATE INDEX enc_s ON enc (s) WHERE id > 0;   -- plaintext order; not the 300 KB row
 	INSERT INTO ctl SELECT g, '$control-ins-' || g, convert_to('$control-bin-' || g, 'UTF8'), repeat('p', 100)
 	  FROM generate_series(1, 3000) g;
 	UPDATE enc SET s = '$secret-upd-' || id WHERE id % 10 = 0;
 	UPDATE ctl SET s = '$control-upd-' || id WHERE id % 10 = 0;
 	-- one value large enough to be TOASTed, in each table
-	INSERT INTO enc VALUES (0, '$secret-toast-' || repeat('t', 300000), NULL, NULL);
+	INSERT INTO enc VALUES (0, '$secret-toast-' || repeat('t', 300000), NULL, NULL, NULL);
 	INSERT INTO ctl VALUES (0, '$control-toast-' || repeat(md5(random()::text), 10000), NULL, NULL);
 });
+# Every other type: fixed-width values have no room for a text marker, so
+# distinctive values are used (dates far in the future, so that their four
+# bytes are not mostly zero) and their bytes searched for, as a plain heap
+# stores them (little-endian) and as colcrypt serializes them before
+# encrypting (big-endian).  The control table holds different values of the
+# same kinds, which the scan must find.
+my %val = (
+	secret => { i4 => 1597463007, i8 => '7311543898345826401', f8 => '1.2345678912345678e+300',
+		d => "'2000-01-01'::date + 1234567891", ts => '2087-03-04 05:06:07.891011+00',
+		n => '314159265358979323846264338327', j => "{\"k\": \"$secret-json\"}" },
+	control => { i4 => 1866011341, i8 => '8171165264729063293', f8 => '9.8765432198765432e-200',
+		d => "'2000-01-01'::date + 1876543219", ts => '2091-11-12 13:14:15.161718+00',
+		n => '271828182845904523536028747135', j => "{\"k\": \"$control-json\"}" });
+$node->safe_psql('postgres', qq{
+	CREATE TABLE enc_types (id integer,
+	    i4 colcrypt.encrypted_int4(k2), i4d colcrypt.encrypted_int4(k2, deterministic),
+	    i8 colcrypt.encrypted_int8(k2), f8 colcrypt.encrypted_float8(k2),
+	    d colcrypt.encrypted_date(k2), ts colcrypt.encrypted_timestamptz(k2),
+	    n colcrypt.encrypted_numeric(k2), j colcrypt.encrypted_jsonb(k2));
+	CREATE INDEX enc_types_i4d ON enc_types (i4d colcrypt.encrypted_int4_det_ops);
+	INSERT INTO enc_types SELECT g, $val{secret}{i4}, $val{secret}{i4}, $val{secret}{i8}, $val{secret}{f8},
+	    $val{secret}{d}, '$val{secret}{ts}', $val{secret}{n}, '$val{secret}{j}'
+	  FROM generate_series(1, 2000) g;
+	CREATE TABLE ctl_types (id integer, i4 int4, i8 int8, f8 float8, d date, ts timestamptz, n numeric, j jsonb);
+	INSERT INTO ctl_types SELECT g, $val{control}{i4}, $val{control}{i8}, $val{control}{f8},
+	    $val{control}{d}, '$val{control}{ts}', $val{control}{n}, '$val{control}{j}'
+	  FROM generate_series(1, 2000) g;
+});
+# The stored bytes of each value, computed by the server from the plain types.
+my %patterns;
+for my $which ('secret', 'control')
+{
+	my $v = $val{$which};
+	my $row = $node->safe_psql('postgres', qq{
+		SELECT encode(int4send($v->{i4}), 'hex'), encode(int8send($v->{i8}), 'hex'),
+		       encode(float8send($v->{f8}::float8), 'hex'),
+		       encode(int4send($v->{d} - '2000-01-01'::date), 'hex'),
+		       encode(int8send(((extract(epoch FROM '$v->{ts}'::timestamptz) - 946684800) * 1000000)::int8), 'hex')});
+	my ($i4, $i8, $f8, $d, $ts) = split /\|/, $row;
+	for my $p ([ 'int4', $i4 ], [ 'int8', $i8 ], [ 'float8', $f8 ], [ 'date', $d ], [ 'timestamptz', $ts ])
+	{
+		my $be = pack('H*', $p->[1]);
+		$patterns{$which}{"$p->[0] big-endian"} = $be;
+		$patterns{$which}{"$p->[0] little-endian"} = reverse $be;
+	}
+	# numeric on disk: base-10000 digits as little-endian int16s.
+	(my $digits = $v->{n}) =~ s/^0+//;
+	$digits = ('0' x ((4 - length($digits) % 4) % 4)) . $digits;
+	$patterns{$which}{'numeric digits'} = pack('v*', map { int($_) } ($digits =~ /(\d{4})/g));
+	$patterns{$which}{'jsonb string'} = "$which" eq 'secret' ? "$secret-json" : "$control-json";
+}
+
 # COPY FROM STDIN, text and csv.
 my $copy = join('', map { "$_\t$secret-copy-$_\n" } 4001 .. 4500);
 $node->safe_psql('postgres', "COPY enc (id, s) FROM STDIN;\n$copy\\.\n");
@@ -79,6 +135,45 @@ cmp_ok(scalar(@tempfiles), '>=', 2, 'sorts and hash joins spilled to temp files 
 my @secret_files = ColcryptTest::files_containing($datadir, $secret);
 is(scalar(@secret_files), 0, 'no marker of an encrypted column anywhere under the data directory')
   or diag("found in: @secret_files");
+# Fixed-width patterns: 8-byte ones must not occur at all; a 4-byte one can
+# turn up by chance in random bytes (about 2^-32 per position), so it must
+# not occur more than a handful of times, where 2,000 plaintext copies would
+# show up as thousands.
+sub count_occurrences
+{
+	my ($dir, $needle) = @_;
+	my $count = 0;
+	my @stack = ($dir);
+	while (my $d = pop @stack)
+	{
+		opendir(my $dh, $d) or next;
+		for my $e (readdir $dh)
+		{
+			next if $e eq '.' || $e eq '..';
+			my $p = "$d/$e";
+			next if -l $p;
+			if (-d $p) { push @stack, $p; next; }
+			open(my $fh, '<:raw', $p) or next;
+			local $/;
+			my $c = <$fh>;
+			close $fh;
+			next unless defined $c;
+			my $pos = 0;
+			while (($pos = index($c, $needle, $pos)) >= 0) { $count++; $pos++; }
+		}
+		closedir $dh;
+	}
+	return $count;
+}
+for my $name (sort keys %{ $patterns{secret} })
+{
+	my $limit = length($patterns{secret}{$name}) >= 8 ? 0 : 5;
+	my $found = count_occurrences($datadir, $patterns{secret}{$name});
+	cmp_ok($found, '<=', $limit, "encrypted $name: $found occurrences (at most $limit)");
+	my $controls = count_occurrences($datadir, $patterns{control}{$name});
+	cmp_ok($controls, '>=', 2000, "control $name found $controls times") if $name !~ /big-endian/;
+}
+
 my @control_files = ColcryptTest::files_containing($datadir, $control);
 ok((grep { m{^base/} && !m{pgsql_tmp} } @control_files), 'control markers are found in heap files');
 ok((grep { m{^pg_wal/} } @control_files), 'control markers are found in WAL');
@@ -95,5 +190,5 @@ unlike($log, qr/$secret/, 'no marker in the server log');
 @secret_files = ColcryptTest::files_containing($datadir, $secret);
 is(scalar(@secret_files), 0, 'no marker under the data directory after shutdown')
   or diag("found in: @secret_files");
-note("markers checked: " . (3000 * 2 + 300 + 1 + 500) . " values, run id $run");
+note("markers checked: " . (3000 * 3 + 300 + 1 + 500 + 2000 * 8) . " values, run id $run");
 done_testing();

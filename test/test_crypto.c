@@ -472,6 +472,53 @@ test_gcm_tamper(void)
 	report("AES-GCM data path, every single-bit flip", &c);
 }
 
+/*
+ * SipHash-2-4 against the reference vectors of the SipHash paper (key
+ * 00..0f, messages 00, 00 01, ..., 64 outputs); the same key handle is
+ * reused for every message, as the server does.
+ */
+static void
+test_siphash(void)
+{
+	/* First, middle and last of the reference vectors (vectors.h). */
+	static const struct
+	{
+		size_t		len;
+		uint64_t	expect;
+	}			vec[] = {
+		{0, UINT64_C(0x726fdb47dd0e0e31)},
+		{1, UINT64_C(0x74f839c593dc67fd)},
+		{15, UINT64_C(0xa129ca6149be45e5)},
+		{63, UINT64_C(0x958a324ceb064572)},
+	};
+	Counts		c = {0};
+	uint8_t		key[16];
+	uint8_t		msg[64];
+	cc_siphash_key *k;
+
+	for (int i = 0; i < 16; i++)
+		key[i] = (uint8_t) i;
+	for (int i = 0; i < 64; i++)
+		msg[i] = (uint8_t) i;
+	k = cc_siphash_key_new(key);
+	for (int round = 0; round < 2; round++)
+		for (size_t i = 0; i < sizeof(vec) / sizeof(vec[0]); i++)
+		{
+			uint64_t	h = 0;
+
+			if (k != NULL && cc_siphash(k, msg, vec[i].len, &h) == CC_OK && h == vec[i].expect)
+				c.valid_ok++;
+			else
+			{
+				c.failed++;
+				fprintf(stderr, "FAIL siphash len %zu: %016llx\n", vec[i].len,
+						(unsigned long long) h);
+			}
+		}
+	cc_siphash_key_free(k);
+	report("SipHash-2-4 reference vectors (key reused)", &c);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -490,6 +537,7 @@ main(int argc, char **argv)
 	test_kwp(dir);
 	test_hkdf(dir);
 	test_gcm_tamper();
+	test_siphash();
 	if (total_failures > 0)
 	{
 		printf("test_crypto: %d group(s) FAILED\n", total_failures);

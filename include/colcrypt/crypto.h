@@ -63,6 +63,17 @@ extern cc_status cc_hkdf_sha256(const uint8_t *ikm, size_t ikmlen,
 								uint8_t *okm, size_t okmlen);
 
 /*
+ * SipHash-2-4 (64-bit output) with a key set once; for hashing plaintext
+ * inside the server without letting unkeyed hashes of it reach temp files.
+ */
+typedef struct cc_siphash_key cc_siphash_key;
+
+extern cc_siphash_key *cc_siphash_key_new(const uint8_t key[16]);
+extern void cc_siphash_key_free(cc_siphash_key *k);
+extern cc_status cc_siphash(cc_siphash_key *k, const void *data, size_t len,
+							uint64_t *out);
+
+/*
  * One AEAD operation of a batch.  For sealing, in/inlen is the plaintext and
  * out receives inlen bytes of ciphertext and tag receives the tag; for
  * opening, in is the ciphertext, tag is read, and out receives the plaintext.

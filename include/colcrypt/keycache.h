@@ -57,4 +57,10 @@ extern void ColcryptBumpCatalogEpoch(void);
 extern uint32 ColcryptTransitNextGeneration(void);
 extern void ColcryptTransitKey(uint32 generation, uint8 key[CC_AES256_KEY_LEN]);
 
+/*
+ * SipHash-2-4 under a key derived from the per-server secret: for hashing
+ * plaintext-derived values that may reach temp files.  Changes at restart.
+ */
+extern uint64 ColcryptServerHash(const void *data, size_t len);
+
 #endif							/* COLCRYPT_KEYCACHE_H */

@@ -39,6 +39,7 @@ typedef struct ColcryptTypeDesc
 	cc_type_code code;			/* envelope type code, stable forever */
 	const char *name;			/* SQL name in schema colcrypt */
 	Oid			plain_type;		/* the type whose values it encrypts */
+	bool		bitwise_eq;		/* equal plain values have equal bytes */
 } ColcryptTypeDesc;
 
 /* The descriptor of a type code, or NULL. */

@@ -13,6 +13,7 @@
 #include "colcrypt/crypto.h"
 
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/core_names.h>
@@ -111,6 +112,76 @@ cc_hkdf_sha256(const uint8_t *ikm, size_t ikmlen,
 	}
 	EVP_KDF_CTX_free(kctx);
 	return st;
+}
+
+struct cc_siphash_key
+{
+	EVP_MAC_CTX *keyed;			/* keyed SipHash-2-4 template */
+	EVP_MAC_CTX *work;			/* copy used for one message */
+};
+
+cc_siphash_key *
+cc_siphash_key_new(const uint8_t key[16])
+{
+	EVP_MAC    *mac = EVP_MAC_fetch(NULL, "SIPHASH", NULL);
+	cc_siphash_key *k;
+	size_t		size = 8;
+	OSSL_PARAM	params[2];
+
+	if (mac == NULL)
+	{
+		ERR_clear_error();
+		return NULL;
+	}
+	k = calloc(1, sizeof(cc_siphash_key));
+	if (k != NULL)
+	{
+		params[0] = OSSL_PARAM_construct_size_t(OSSL_MAC_PARAM_SIZE, &size);
+		params[1] = OSSL_PARAM_construct_end();
+		k->keyed = EVP_MAC_CTX_new(mac);
+		if (k->keyed == NULL ||
+			EVP_MAC_init(k->keyed, key, 16, params) != 1)
+		{
+			ERR_clear_error();
+			cc_siphash_key_free(k);
+			k = NULL;
+		}
+	}
+	EVP_MAC_free(mac);
+	return k;
+}
+
+void
+cc_siphash_key_free(cc_siphash_key *k)
+{
+	if (k == NULL)
+		return;
+	EVP_MAC_CTX_free(k->keyed);
+	EVP_MAC_CTX_free(k->work);
+	free(k);
+}
+
+cc_status
+cc_siphash(cc_siphash_key *k, const void *data, size_t len, uint64_t *out)
+{
+	uint8_t		buf[8];
+	size_t		outl = 0;
+
+	/* Each message starts from a copy of the keyed state. */
+	EVP_MAC_CTX_free(k->work);
+	k->work = EVP_MAC_CTX_dup(k->keyed);
+	if (k->work == NULL ||
+		(len > 0 && EVP_MAC_update(k->work, data, len) != 1) ||
+		EVP_MAC_final(k->work, buf, &outl, sizeof(buf)) != 1 || outl != 8)
+	{
+		ERR_clear_error();
+		return CC_ERR_INTERNAL;
+	}
+	/* SipHash's output is little-endian. */
+	*out = 0;
+	for (int i = 7; i >= 0; i--)
+		*out = (*out << 8) | buf[i];
+	return CC_OK;
 }
 
 static const EVP_CIPHER *

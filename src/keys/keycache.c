@@ -495,6 +495,36 @@ ColcryptTransitKey(uint32 generation, uint8 key[CC_AES256_KEY_LEN])
 				 errmsg("could not derive the transit key")));
 }
 
+uint64
+ColcryptServerHash(const void *data, size_t len)
+{
+	static cc_siphash_key *hkey = NULL;
+	uint64		h;
+
+	if (hkey == NULL)
+	{
+		static const char label[] = "colcrypt/v1/server-hash";
+		KeyCacheShared *c = get_cache();
+		uint8		key[16];
+
+		if (cc_hkdf_sha256(c->transit_secret, sizeof(c->transit_secret), NULL, 0,
+						   (const uint8 *) label, sizeof(label), key, sizeof(key)) != CC_OK ||
+			(hkey = cc_siphash_key_new(key)) == NULL)
+		{
+			cc_wipe(key, sizeof(key));
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not set up the server hash key")));
+		}
+		cc_wipe(key, sizeof(key));
+	}
+	if (cc_siphash(hkey, data, len, &h) != CC_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not hash a value")));
+	return h;
+}
+
 PG_FUNCTION_INFO_V1(colcrypt_key_cache_stats);
 
 /* The one row behind the colcrypt.key_cache view. */

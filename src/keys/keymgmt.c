@@ -425,6 +425,89 @@ colcrypt_create_key(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(1);
 }
 
+PG_FUNCTION_INFO_V1(colcrypt_rotate_key);
+
+/*
+ * A new version of a data key becomes active for new values, under the
+ * master key of the version it replaces; that one becomes deactivated
+ * (decrypt only).  Returns the new version.
+ */
+Datum
+colcrypt_rotate_key(PG_FUNCTION_ARGS)
+{
+	char	   *name = arg_text(fcinfo, 0, "data key name");
+	ColcryptKeyMeta *meta;
+	uint32		key_id;
+	int32		newver;
+	int32		oldver;
+	Datum		d;
+	bool		isnull;
+	char	   *master_key;
+	StringInfoData wrapped;
+	char	   *wrap_meta;
+	bytea	   *blob;
+
+	ColcryptRequirePreload();
+	meta = ColcryptGetKeyMetaByName(name, false);
+	key_id = meta->key_id;
+	oldver = meta->active_version;
+	newver = meta->nversions > 0 ? meta->versions[meta->nversions - 1].version + 1 : 1;
+	if (!superuser() && !(OidIsValid(meta->owner) && has_privs_of_role(GetUserId(), meta->owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be the owner of data key \"%s\" to rotate it", name)));
+
+	/* Lock the key's row: concurrent rotations of one key queue up. */
+	{
+		Oid			types[1] = {INT4OID};
+		Datum		values[1] = {Int32GetDatum((int32) key_id)};
+
+		ColcryptCatalogExec("SELECT 1 FROM colcrypt.data_key WHERE key_id = $1 FOR UPDATE",
+							1, types, values, NULL, NULL, NULL);
+		ColcryptCatalogExec("SELECT master_key FROM colcrypt.data_key_version WHERE key_id = $1"
+							" ORDER BY (state = 'active') DESC, version DESC LIMIT 1",
+							1, types, values, NULL, &d, &isnull);
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_DATA_CORRUPTED),
+					 errmsg("data key \"%s\" has no versions", name)));
+		master_key = TextDatumGetCString(d);
+		ColcryptCatalogExec("SELECT coalesce(max(version), 0) + 1 FROM colcrypt.data_key_version WHERE key_id = $1",
+							1, types, values, NULL, &d, &isnull);
+		newver = DatumGetInt32(d);
+	}
+
+	initStringInfo(&wrapped);
+	wrap_meta = ColcryptGenerateWrappedDek(master_key, key_id, (uint32) newver, &wrapped);
+	blob = palloc(VARHDRSZ + wrapped.len);
+	SET_VARSIZE(blob, VARHDRSZ + wrapped.len);
+	memcpy(VARDATA(blob), wrapped.data, wrapped.len);
+
+	{
+		Oid			types[5] = {INT4OID, INT4OID, TEXTOID, BYTEAOID, TEXTOID};
+		Datum		values[5];
+		char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+
+		values[0] = Int32GetDatum((int32) key_id);
+		values[1] = Int32GetDatum(newver);
+		values[2] = CStringGetTextDatum(master_key);
+		values[3] = PointerGetDatum(blob);
+		values[4] = wrap_meta ? CStringGetTextDatum(wrap_meta) : (Datum) 0;
+		nulls[4] = wrap_meta ? ' ' : 'n';
+		ColcryptCatalogExec("UPDATE colcrypt.data_key_version SET state = 'deactivated', deactivated_at = now()"
+							" WHERE key_id = $1 AND state = 'active'",
+							1, types, values, NULL, NULL, NULL);
+		ColcryptCatalogExec("INSERT INTO colcrypt.data_key_version"
+							" (key_id, version, state, master_key, wrapped_key, wrap_meta, activated_at)"
+							" VALUES ($1, $2, 'active', $3, $4, $5, now())",
+							5, types, values, nulls, NULL, NULL);
+	}
+	ColcryptCatalogChanged();
+	ColcryptAudit("rotate", "key", name, newver, true,
+				  oldver > 0 ? psprintf("version %d deactivated", oldver) : NULL);
+	PG_RETURN_INT32(newver);
+}
+
 /* ----------------------------------------------------------------------
  * Grants
  * ----------------------------------------------------------------------

@@ -122,6 +122,10 @@ CREATE FUNCTION colcrypt.create_key(name text, master_key text)
     RETURNS integer AS 'MODULE_PATHNAME', 'colcrypt_create_key' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION colcrypt.create_key(text, text) IS 'Create a data key (version 1, active), wrapped by a master key';
 
+CREATE FUNCTION colcrypt.rotate_key(name text)
+    RETURNS integer AS 'MODULE_PATHNAME', 'colcrypt_rotate_key' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION colcrypt.rotate_key(text) IS 'Make a new active version of a data key; the previous active version becomes deactivated (decrypt only)';
+
 CREATE FUNCTION colcrypt.grant_key(name text, grantee regrole, privilege text)
     RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_grant_key' LANGUAGE C VOLATILE;
 CREATE FUNCTION colcrypt.revoke_key(name text, grantee regrole, privilege text)
@@ -197,3 +201,7 @@ CREATE FUNCTION colcrypt._typmod_in(cstring[]) RETURNS integer
     AS 'MODULE_PATHNAME', 'colcrypt_typmod_in' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION colcrypt._typmod_out(integer) RETURNS cstring
     AS 'MODULE_PATHNAME', 'colcrypt_typmod_out' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION colcrypt._typanalyze(internal) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'colcrypt_typanalyze' LANGUAGE C STRICT;
+CREATE FUNCTION colcrypt._eq_support(internal) RETURNS internal
+    AS 'MODULE_PATHNAME', 'colcrypt_eq_support' LANGUAGE C STRICT;

@@ -12,7 +12,13 @@
  * access hook after CREATE TABLE (and CREATE TABLE AS, CREATE TYPE AS),
  * ALTER TABLE ADD COLUMN and ALTER COLUMN TYPE.
  *
- * For the same reason, an expression the catalog keeps (a column or domain
+ * Indexes: a hash index would keep hash codes made with a per-server key
+ * (compare.c) and is refused, as is hash partitioning; a btree index with
+ * the default operator class keeps values in plaintext order and gets a
+ * WARNING saying so; the det_ops classes are refused on randomized columns,
+ * where no lookup could ever use them.
+ *
+ * For the same reason as columns, an expression the catalog keeps (a column or domain
  * default, a CHECK constraint, a view or rule, an index expression or
  * predicate, a trigger's WHEN, a policy, a SQL-standard function body) must
  * not hold a constant under the transit key: after a restart it could never
@@ -27,15 +33,18 @@
 
 #include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/relation.h"
 #include "access/table.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/objectaccess.h"
 #include "catalog/pg_attribute.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_am.h"
 #include "catalog/pg_attrdef.h"
 #include "catalog/pg_constraint.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_opclass.h"
 #include "catalog/pg_policy.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_rewrite.h"
@@ -43,6 +52,8 @@
 #include "catalog/pg_type.h"
 #include "colcrypt/envelope.h"
 #include "nodes/nodeFuncs.h"
+#include "tcop/utility.h"
+#include "utils/partcache.h"
 #include "colcrypt/types.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -53,6 +64,7 @@
 #include "utils/syscache.h"
 
 static object_access_hook_type prev_object_access_hook = NULL;
+static ProcessUtility_hook_type prev_process_utility_hook = NULL;
 
 /* The typmod a column effectively has: its own, or its domain's. */
 static int32
@@ -226,6 +238,84 @@ check_catalog_trees(Oid catalog, Oid index, AttrNumber key1, Oid value1,
 	table_close(rel, AccessShareLock);
 }
 
+/*
+ * The operator classes of a new index on encrypted values: hash refused,
+ * det_ops only on deterministic columns, plaintext order warned about.
+ */
+static void
+check_index_opclasses(Oid indexoid)
+{
+	Relation	rel = table_open(IndexRelationId, AccessShareLock);
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	ScanKeyInit(&key, Anum_pg_index_indexrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(indexoid));
+	scan = systable_beginscan(rel, IndexRelidIndexId, true, SnapshotSelf, 1, &key);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		Form_pg_index idx = (Form_pg_index) GETSTRUCT(tup);
+		bool		isnull;
+		oidvector  *classes = (oidvector *) DatumGetPointer(
+			heap_getattr(tup, Anum_pg_index_indclass, RelationGetDescr(rel), &isnull));
+		Relation	irel = RelationIdGetRelation(indexoid);
+		const char *iname = RelationIsValid(irel) ? pstrdup(RelationGetRelationName(irel)) : "?";
+
+		if (RelationIsValid(irel))
+			RelationClose(irel);
+		for (int i = 0; i < idx->indnkeyatts; i++)
+		{
+			HeapTuple	oc = SearchSysCache1(CLAOID, ObjectIdGetDatum(classes->values[i]));
+			Form_pg_opclass opc;
+			AttrNumber	attno = idx->indkey.values[i];
+			const char *colname = attno > 0 ? get_attname(idx->indrelid, attno, true) : NULL;
+
+			if (!HeapTupleIsValid(oc))
+				continue;
+			opc = (Form_pg_opclass) GETSTRUCT(oc);
+			if (ColcryptIsEncryptedType(opc->opcintype))
+			{
+				bool		det_ops = opc->opcnamespace == get_namespace_oid(COLCRYPT_SCHEMA, true) &&
+					strstr(NameStr(opc->opcname), "_det_ops") != NULL;
+
+				if (opc->opcmethod == HASH_AM_OID)
+					ereport(ERROR,
+							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+							 errmsg("hash indexes on encrypted values are not supported"),
+							 errdetail("Hash codes of encrypted values are keyed per server start, so a hash index would not survive a restart."),
+							 errhint("On a deterministic column, use a btree index with the operator class colcrypt.%s_det_ops.",
+									 ColcryptTypeByOid(opc->opcintype)->name)));
+				if (det_ops && attno > 0)
+				{
+					Oid			typid;
+					int32		typmod;
+					Oid			collid;
+
+					get_atttypetypmodcoll(idx->indrelid, attno, &typid, &typmod, &collid);
+
+					if (typmod < 0 || !ColcryptTypmodIsDeterministic(typmod))
+						ereport(ERROR,
+								(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+								 errmsg("operator class %s needs a deterministic column", NameStr(opc->opcname)),
+								 errdetail("Column \"%s\" is encrypted with randomized encryption, whose ciphertexts no lookup can find.",
+										   colname ? colname : "?")));
+				}
+				else if (!det_ops && opc->opcmethod == BTREE_AM_OID)
+					ereport(WARNING,
+							(errmsg("index \"%s\" keeps encrypted values in plaintext order", iname),
+							 errdetail("Whoever can read the index files learns the order of the values%s%s%s, and every index access decrypts.",
+									   colname ? " of column \"" : "", colname ? colname : "", colname ? "\"" : ""),
+							 errhint("For equality lookups on a deterministic column, use the operator class colcrypt.%s_det_ops.",
+									 ColcryptTypeByOid(opc->opcintype)->name)));
+			}
+			ReleaseSysCache(oc);
+		}
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+}
+
 /* Stored expressions created or altered by this command. */
 static void
 check_stored_expressions(Oid classId, Oid objectId, int subId)
@@ -301,9 +391,12 @@ check_stored_expressions(Oid classId, Oid objectId, int subId)
 				AttrNumber	cols[] = {Anum_pg_index_indexprs, Anum_pg_index_indpred};
 
 				if (subId == 0)
+				{
 					check_catalog_trees(IndexRelationId, IndexRelidIndexId,
 										Anum_pg_index_indexrelid, objectId, InvalidAttrNumber, 0,
 										cols, lengthof(cols), "an index");
+					check_index_opclasses(objectId);
+				}
 				break;
 			}
 		default:
@@ -330,9 +423,55 @@ colcrypt_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 		check_relation(objectId, (AttrNumber) subId);
 }
 
+/* After CREATE TABLE ... PARTITION BY HASH: no encrypted partition key. */
+static void
+check_partition_key(CreateStmt *stmt)
+{
+	Oid			relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+	Relation	rel;
+	PartitionKey key;
+
+	if (!OidIsValid(relid))
+		return;
+	rel = relation_open(relid, NoLock);
+	key = RelationGetPartitionKey(rel);
+	if (key != NULL && key->strategy == PARTITION_STRATEGY_HASH)
+	{
+		for (int i = 0; i < key->partnatts; i++)
+			if (ColcryptIsEncryptedType(key->parttypid[i]))
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("hash partitioning by an encrypted value is not supported"),
+						 errdetail("Hash codes of encrypted values are keyed per server start, so rows would be routed differently after a restart.")));
+	}
+	relation_close(rel, NoLock);
+}
+
+static void
+colcrypt_process_utility(PlannedStmt *pstmt, const char *queryString,
+						 bool readOnlyTree, ProcessUtilityContext context,
+						 ParamListInfo params, QueryEnvironment *queryEnv,
+						 DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *parsetree = pstmt->utilityStmt;
+
+	if (prev_process_utility_hook)
+		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context,
+								  params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
+
+	if (IsA(parsetree, CreateStmt) && ((CreateStmt *) parsetree)->partspec != NULL &&
+		OidIsValid(get_namespace_oid(COLCRYPT_SCHEMA, true)))
+		check_partition_key((CreateStmt *) parsetree);
+}
+
 void
 ColcryptDdlGuardInit(void)
 {
 	prev_object_access_hook = object_access_hook;
 	object_access_hook = colcrypt_object_access;
+	prev_process_utility_hook = ProcessUtility_hook;
+	ProcessUtility_hook = colcrypt_process_utility;
 }

@@ -38,7 +38,9 @@
 #include "colcrypt/keys.h"
 #include "colcrypt/typelist.h"
 #include "colcrypt/types.h"
+#include "enctype_int.h"
 #include "commands/trigger.h"
+#include "parser/parse_coerce.h"
 #include "common/base64.h"
 #include "libpq/pqformat.h"
 #include "mb/pg_wchar.h"
@@ -58,22 +60,9 @@
  * ----------------------------------------------------------------------
  */
 
-typedef struct PlainInfo
-{
-	bool		valid;
-	int16		typlen;			/* -1 for varlena */
-	bool		typbyval;
-	Oid			ioparam;		/* for input and receive */
-	FmgrInfo	input;
-	FmgrInfo	output;
-	FmgrInfo	recv;
-	FmgrInfo	send;
-	FmgrInfo   *cmp;			/* btree comparison (typcache-owned) */
-} PlainInfo;
-
 static PlainInfo plain_infos[CC_TYPE_MAX + 1];
 
-static const ColcryptTypeDesc *
+const ColcryptTypeDesc *
 desc_of(int code)
 {
 	const ColcryptTypeDesc *t = ColcryptTypeByCode(code);
@@ -83,7 +72,7 @@ desc_of(int code)
 	return t;
 }
 
-static PlainInfo *
+PlainInfo *
 plain_info(const ColcryptTypeDesc *t)
 {
 	PlainInfo  *pi = &plain_infos[t->code];
@@ -106,10 +95,14 @@ plain_info(const ColcryptTypeDesc *t)
 			getTypeBinaryOutputInfo(t->plain_type, &func, &isvarlena);
 			fmgr_info_cxt(func, &pi->send, TopMemoryContext);
 		}
-		tce = lookup_type_cache(t->plain_type, TYPECACHE_CMP_PROC_FINFO);
-		if (!OidIsValid(tce->cmp_proc_finfo.fn_oid))
-			elog(ERROR, "type %s has no btree comparison", format_type_be(t->plain_type));
+		tce = lookup_type_cache(t->plain_type,
+								TYPECACHE_CMP_PROC_FINFO | TYPECACHE_HASH_EXTENDED_PROC_FINFO);
+		if (!OidIsValid(tce->cmp_proc_finfo.fn_oid) ||
+			!OidIsValid(tce->hash_extended_proc_finfo.fn_oid))
+			elog(ERROR, "type %s has no btree comparison or extended hash",
+				 format_type_be(t->plain_type));
 		pi->cmp = &tce->cmp_proc_finfo;
+		pi->hash_extended = &tce->hash_extended_proc_finfo;
 		pi->valid = true;
 	}
 	return pi;
@@ -120,14 +113,7 @@ plain_info(const ColcryptTypeDesc *t)
  * ----------------------------------------------------------------------
  */
 
-typedef struct PlainBytes
-{
-	const uint8 *data;
-	size_t		len;
-	uint8		fixed[8];		/* storage for fixed-width values */
-} PlainBytes;
-
-static void
+void
 plain_to_bytes(const ColcryptTypeDesc *t, Datum d, PlainBytes *pb)
 {
 	PlainInfo  *pi = plain_info(t);
@@ -156,7 +142,7 @@ plain_to_bytes(const ColcryptTypeDesc *t, Datum d, PlainBytes *pb)
 	}
 }
 
-static Datum
+Datum
 bytes_to_plain(const ColcryptTypeDesc *t, const uint8 *b, size_t len)
 {
 	PlainInfo  *pi = plain_info(t);
@@ -207,7 +193,7 @@ bytes_to_plain(const ColcryptTypeDesc *t, const uint8 *b, size_t len)
  */
 
 /* Parse the envelope of a stored or computed datum; XX001 if malformed. */
-static void
+void
 parse_datum(struct varlena *v, cc_envelope *env)
 {
 	cc_env_status st = cc_envelope_parse((const uint8 *) VARDATA_ANY(v),
@@ -219,7 +205,7 @@ parse_datum(struct varlena *v, cc_envelope *env)
 				 errmsg("encrypted value is malformed: %s", cc_env_status_string(st))));
 }
 
-static const char *
+const char *
 key_label(uint32 key_id)
 {
 	ColcryptKeyMeta *meta;
@@ -230,13 +216,12 @@ key_label(uint32 key_id)
 	return meta ? pstrdup(meta->name) : psprintf("#%u", key_id);
 }
 
-/* Encrypt plaintext bytes into a new datum of type t. */
-static struct varlena *
-seal_bytes(const ColcryptTypeDesc *t, uint32 key_id, bool det,
-		   const uint8 *pt, size_t ptlen)
+/* Encrypt plaintext bytes with a given key version's context. */
+struct varlena *
+seal_with(const ColcryptTypeDesc *t, ColcryptDek *d, bool det,
+		  const uint8 *pt, size_t ptlen)
 {
 	cc_alg		alg = det ? CC_ALG_AES256_SIV : CC_ALG_AES256_GCM;
-	ColcryptDek *d = ColcryptDekForEncrypt(key_id);
 	size_t		envlen = cc_envelope_size(alg, ptlen);
 	struct varlena *res;
 	cc_envelope env;
@@ -249,7 +234,7 @@ seal_bytes(const ColcryptTypeDesc *t, uint32 key_id, bool det,
 				 errmsg("value is too large to encrypt")));
 	res = palloc(VARHDRSZ + envlen);
 	SET_VARSIZE(res, VARHDRSZ + envlen);
-	cc_envelope_init((uint8 *) VARDATA(res), alg, t->code, key_id, d->version,
+	cc_envelope_init((uint8 *) VARDATA(res), alg, t->code, d->key_id, d->version,
 					 ptlen, &env);
 	it.nonce = env.nonce;
 	it.aad = env.header;
@@ -275,8 +260,16 @@ seal_bytes(const ColcryptTypeDesc *t, uint32 key_id, bool det,
 	return res;
 }
 
+/* Encrypt plaintext bytes under a key's active version. */
+static struct varlena *
+seal_bytes(const ColcryptTypeDesc *t, uint32 key_id, bool det,
+		   const uint8 *pt, size_t ptlen)
+{
+	return seal_with(t, ColcryptDekForEncrypt(key_id), det, pt, ptlen);
+}
+
 /* Decrypt an envelope's plaintext bytes (palloc'd); checks privilege. */
-static uint8 *
+uint8 *
 open_envelope(const cc_envelope *env, size_t *len)
 {
 	ColcryptDek *d = ColcryptDekForDecrypt(env->key_id, env->key_version);
@@ -306,7 +299,7 @@ open_envelope(const cc_envelope *env, size_t *len)
 }
 
 /* Decrypt a datum of type t into a plain datum. */
-static Datum
+Datum
 open_datum(const ColcryptTypeDesc *t, struct varlena *v)
 {
 	cc_envelope env;
@@ -489,6 +482,8 @@ show_plaintext(const cc_envelope *env)
 	return ColcryptHasKeyPrivilege(env->key_id, COLCRYPT_PRIV_DECRYPT);
 }
 
+static Datum plain_input(const ColcryptTypeDesc *t, char *str);
+
 /*
  * Call the plain type's input function.  Its error messages often quote
  * the input, which here is plaintext meant for an encrypted column: they
@@ -516,7 +511,15 @@ plain_input(const ColcryptTypeDesc *t, char *str)
 		FlushErrorState();
 		ereport(ERROR,
 				(errcode(edata->sqlerrcode),
-				 errmsg("invalid input syntax for type %s", t->name),
+				 errmsg(edata->sqlerrcode == ERRCODE_INVALID_TEXT_REPRESENTATION ?
+						"invalid input syntax for type %s" :
+						edata->sqlerrcode == ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE ?
+						"value out of range for type %s" :
+						edata->sqlerrcode == ERRCODE_DATETIME_VALUE_OUT_OF_RANGE ?
+						"date/time value out of range for type %s" :
+						edata->sqlerrcode == ERRCODE_INVALID_DATETIME_FORMAT ?
+						"invalid datetime format for type %s" :
+						"invalid input for type %s", t->name),
 				 errdetail("The input function of type %s rejected the value; it is not shown because it was meant for an encrypted column.",
 						   format_type_be(t->plain_type))));
 	}
@@ -611,41 +614,77 @@ enc_from_plain(FunctionCallInfo fcinfo, int code)
 	PG_RETURN_POINTER(seal_plain(desc_of(code), typmod, PG_GETARG_DATUM(0)));
 }
 
+/*
+ * A value of another type that PostgreSQL casts to the plain type on
+ * assignment (an integer into an encrypted_numeric column, a varchar into
+ * an encrypted_text one): PostgreSQL's own cast, then encryption.
+ */
+typedef struct OtherCast
+{
+	Oid			source;			/* the argument type it was set up for */
+	CoercionPathType path;		/* FUNC, RELABELTYPE or COERCEVIAIO */
+	FmgrInfo	fn;				/* FUNC: the cast function */
+	int			nargs;			/* FUNC: 1, or 3 when it takes a typmod */
+	FmgrInfo	out;			/* COERCEVIAIO: the source's output function */
+} OtherCast;
+
+static Datum
+enc_from_other(FunctionCallInfo fcinfo, int code)
+{
+	const ColcryptTypeDesc *t = desc_of(code);
+	Oid			source = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	int32		typmod = PG_NARGS() > 1 ? PG_GETARG_INT32(1) : -1;
+	OtherCast  *oc = fcinfo->flinfo->fn_extra;
+	Datum		value = PG_GETARG_DATUM(0);
+	Datum		plain;
+
+	if (oc == NULL || oc->source != source)
+	{
+		Oid			funcid = InvalidOid;
+
+		oc = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(OtherCast));
+		oc->source = source;
+		oc->path = find_coercion_pathway(t->plain_type, source, COERCION_ASSIGNMENT, &funcid);
+		if (oc->path == COERCION_PATH_FUNC)
+		{
+			fmgr_info_cxt(funcid, &oc->fn, fcinfo->flinfo->fn_mcxt);
+			oc->nargs = get_func_nargs(funcid);
+		}
+		else if (oc->path == COERCION_PATH_COERCEVIAIO)
+		{
+			Oid			outfn;
+			bool		isvarlena;
+
+			getTypeOutputInfo(source, &outfn, &isvarlena);
+			fmgr_info_cxt(outfn, &oc->out, fcinfo->flinfo->fn_mcxt);
+		}
+		else if (oc->path != COERCION_PATH_RELABELTYPE)
+			ereport(ERROR,
+					(errcode(ERRCODE_CANNOT_COERCE),
+					 errmsg("cannot cast type %s to %s", format_type_be(source), t->name)));
+		fcinfo->flinfo->fn_extra = oc;
+	}
+	switch (oc->path)
+	{
+		case COERCION_PATH_FUNC:
+			plain = oc->nargs >= 3 ?
+				FunctionCall3(&oc->fn, value, Int32GetDatum(-1), BoolGetDatum(false)) :
+				FunctionCall1(&oc->fn, value);
+			break;
+		case COERCION_PATH_COERCEVIAIO:
+			plain = plain_input(t, OutputFunctionCall(&oc->out, value));
+			break;
+		default:
+			plain = value;
+			break;
+	}
+	PG_RETURN_POINTER(seal_plain(t, typmod, plain));
+}
+
 static Datum
 enc_to_plain(FunctionCallInfo fcinfo, int code)
 {
 	return open_datum(desc_of(code), PG_GETARG_VARLENA_PP(0));
-}
-
-/* Compare two plain datums with the plain type's btree comparison. */
-static int
-plain_cmp(const ColcryptTypeDesc *t, Oid collation, Datum a, Datum b)
-{
-	PlainInfo  *pi = plain_info(t);
-
-	return DatumGetInt32(FunctionCall2Coll(pi->cmp, collation, a, b));
-}
-
-/* Comparison: which sides are encrypted, and which results mean true. */
-typedef enum CmpSides
-{
-	CMP_ENC_ENC,
-	CMP_ENC_PLAIN,
-	CMP_PLAIN_ENC
-} CmpSides;
-
-static Datum
-enc_compare(FunctionCallInfo fcinfo, int code, CmpSides sides, bool want_equal)
-{
-	const ColcryptTypeDesc *t = desc_of(code);
-	Datum		a = PG_GETARG_DATUM(0);
-	Datum		b = PG_GETARG_DATUM(1);
-
-	if (sides != CMP_PLAIN_ENC)
-		a = open_datum(t, (struct varlena *) PG_DETOAST_DATUM_PACKED(a));
-	if (sides != CMP_ENC_PLAIN)
-		b = open_datum(t, (struct varlena *) PG_DETOAST_DATUM_PACKED(b));
-	PG_RETURN_BOOL((plain_cmp(t, PG_GET_COLLATION(), a, b) == 0) == want_equal);
 }
 
 /* ----------------------------------------------------------------------
@@ -653,24 +692,15 @@ enc_compare(FunctionCallInfo fcinfo, int code, CmpSides sides, bool want_equal)
  * ----------------------------------------------------------------------
  */
 
-#define DEFINE_FN(sqlname, body) \
-	PG_FUNCTION_INFO_V1(sqlname); \
-	Datum sqlname(PG_FUNCTION_ARGS) { return body; }
-
-#define TYPE_FUNCTIONS(name, code, plainoid, plainsql, collatable, category) \
+#define TYPE_FUNCTIONS(name, code, plainoid, plainsql, collatable, category, bitwise) \
 	DEFINE_FN(colcrypt_##name##_in, enc_in(fcinfo, code)) \
 	DEFINE_FN(colcrypt_##name##_out, enc_out(fcinfo, code)) \
 	DEFINE_FN(colcrypt_##name##_recv, enc_recv(fcinfo, code)) \
 	DEFINE_FN(colcrypt_##name##_send, enc_send(fcinfo, code)) \
 	DEFINE_FN(colcrypt_##name##_coerce, enc_coerce(fcinfo, code)) \
 	DEFINE_FN(colcrypt_##name##_from_plain, enc_from_plain(fcinfo, code)) \
-	DEFINE_FN(colcrypt_##name##_to_plain, enc_to_plain(fcinfo, code)) \
-	DEFINE_FN(colcrypt_##name##_eq, enc_compare(fcinfo, code, CMP_ENC_ENC, true)) \
-	DEFINE_FN(colcrypt_##name##_ne, enc_compare(fcinfo, code, CMP_ENC_ENC, false)) \
-	DEFINE_FN(colcrypt_##name##_eq_plain, enc_compare(fcinfo, code, CMP_ENC_PLAIN, true)) \
-	DEFINE_FN(colcrypt_##name##_ne_plain, enc_compare(fcinfo, code, CMP_ENC_PLAIN, false)) \
-	DEFINE_FN(colcrypt_##name##_plain_eq, enc_compare(fcinfo, code, CMP_PLAIN_ENC, true)) \
-	DEFINE_FN(colcrypt_##name##_plain_ne, enc_compare(fcinfo, code, CMP_PLAIN_ENC, false))
+	DEFINE_FN(colcrypt_##name##_from_other, enc_from_other(fcinfo, code)) \
+	DEFINE_FN(colcrypt_##name##_to_plain, enc_to_plain(fcinfo, code))
 
 COLCRYPT_TYPES(TYPE_FUNCTIONS)
 
@@ -715,12 +745,6 @@ colcrypt_typmod_in(PG_FUNCTION_ARGS)
 					 errmsg("unknown encryption kind \"%s\"", kind),
 					 errhint("Use \"deterministic\", or leave it out for randomized encryption.")));
 	}
-	if (det)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("deterministic encryption is not available yet"),
-				 errhint("Declare the column without \"deterministic\" for randomized encryption.")));
-
 	if (name[0] == '#')
 	{
 		/* The form typmod output uses for a key missing from the catalog. */

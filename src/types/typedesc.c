@@ -20,8 +20,8 @@
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
-#define TYPE_ENTRY(name, code, plainoid, plainsql, collatable, category) \
-	{code, "encrypted_" #name, plainoid},
+#define TYPE_ENTRY(name, code, plainoid, plainsql, collatable, category, bitwise) \
+	{code, "encrypted_" #name, plainoid, bitwise},
 
 static const ColcryptTypeDesc type_table[] = {
 	COLCRYPT_TYPES(TYPE_ENTRY)
