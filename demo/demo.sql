@@ -23,32 +23,40 @@ SELECT key_id, version, length(wrapped_key) AS wrapped_bytes, wrap_meta FROM col
 \echo '# 2. An encrypted table.  The type modifier names the data key.'
 \echo '################################################################################'
 CREATE TABLE customers (
-    id     integer PRIMARY KEY,
-    name   text,                                   -- a plain column, for contrast
-    email  colcrypt.encrypted_text(customers),
-    ssn    colcrypt.encrypted_text(customers),
-    photo  colcrypt.encrypted_bytea(customers)
+    id      integer PRIMARY KEY,
+    name    text,                                               -- plain, for contrast
+    email   colcrypt.encrypted_text(customers, deterministic),  -- equality lookups
+    ssn     colcrypt.encrypted_text(customers),                 -- randomized
+    salary  colcrypt.encrypted_numeric(customers),
+    born    colcrypt.encrypted_date(customers),
+    photo   colcrypt.encrypted_bytea(customers)
 );
+-- An index on the deterministic column's ciphertext: lookups decrypt nothing.
+CREATE INDEX customers_email ON customers (email colcrypt.encrypted_text_det_ops);
 
 \echo
 \echo '################################################################################'
 \echo '# 3. Applications write plaintext, unchanged: INSERT and COPY.'
 \echo '################################################################################'
 INSERT INTO customers VALUES
-    (1, 'Alice Martin', 'alice@example.com', '123-45-6789', '\x89504e47'),
-    (2, 'Bob Chen',     'bob@example.com',   '987-65-4321', NULL);
-COPY customers (id, name, email, ssn) FROM stdin WITH (FORMAT csv);
-3,Chloé Dubois,chloe@example.fr,555-12-3456
-4,Dmitri Ivanov,dmitri@example.ru,222-33-4444
+    (1, 'Alice Martin', 'alice@example.com', '123-45-6789', 85000, '1990-04-01', '\x89504e47'),
+    (2, 'Bob Chen',     'bob@example.com',   '987-65-4321', 72500.50, '1985-11-23', NULL);
+COPY customers (id, name, email, ssn, salary, born) FROM stdin WITH (FORMAT csv);
+3,Chloé Dubois,chloe@example.fr,555-12-3456,91000,1979-07-14
+4,Dmitri Ivanov,dmitri@example.ru,222-33-4444,64000,2001-02-28
 \.
 
 \echo
 \echo '################################################################################'
 \echo '# 4. ...and read plaintext, unchanged: equality, functions, casts just work.'
 \echo '################################################################################'
-SELECT id, name, email, ssn, photo FROM customers ORDER BY id;
+SELECT id, name, email, ssn, salary, born, photo FROM customers ORDER BY id;
 SELECT id, upper(email) AS email_upper FROM customers WHERE ssn = '987-65-4321';
-SELECT count(*) AS example_com FROM customers WHERE email LIKE '%@example.com';
+SELECT name, salary, salary * 1.1 AS after_raise FROM customers WHERE born < '1990-12-31' ORDER BY salary DESC;
+SELECT count(*) AS example_com, round(avg(salary)) AS avg_salary FROM customers WHERE email LIKE '%@example.com';
+-- The deterministic column's index serves the lookup:
+EXPLAIN (COSTS OFF) SELECT name FROM customers WHERE email = 'chloe@example.fr';
+SELECT name FROM customers WHERE email = 'chloe@example.fr';
 
 \echo
 \echo '################################################################################'
@@ -57,9 +65,10 @@ SELECT count(*) AS example_com FROM customers WHERE email LIKE '%@example.com';
 \echo '#    stored form (what pg_dump writes in that mode).'
 \echo '################################################################################'
 SET colcrypt.output = ciphertext;
-SELECT id, name, email, ssn FROM customers WHERE id <= 2 ORDER BY id;
+SELECT id, name, email, ssn, salary FROM customers WHERE id <= 2 ORDER BY id;
 RESET colcrypt.output;
-SELECT id, colcrypt.inspect(email) AS envelope FROM customers WHERE id = 1;
+SELECT id, colcrypt.inspect(ssn) AS envelope FROM customers WHERE id = 1;
+SELECT id, colcrypt.inspect(email)->>'algorithm' AS email_algorithm FROM customers WHERE id = 1;
 \echo
 \echo '-- On disk: the table file holds the plain names, and not one email or SSN.'
 CHECKPOINT;
