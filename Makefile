@@ -17,7 +17,7 @@ CRYPTO_SRCS = src/crypto/aead.c src/crypto/primitives.c src/crypto/envelope.c
 SRCS = src/colcrypt.c \
 	$(CRYPTO_SRCS) \
 	src/keys/keycache.c src/keys/catalog.c src/keys/keyaccess.c \
-	src/keys/keymgmt.c src/keys/audit.c \
+	src/keys/keymgmt.c src/keys/lifecycle.c src/keys/audit.c \
 	src/providers/provider.c src/providers/file.c \
 	src/types/typedesc.c src/types/enctype.c src/types/compare.c src/types/ddl_guard.c
 OBJS = $(SRCS:.c=.o)

@@ -13,6 +13,7 @@
  */
 #include "colcrypt/colcrypt.h"
 
+#include "colcrypt/lifecycle.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -99,6 +100,7 @@ define_settings(bool preloading)
 							 0,
 							 NULL, NULL, NULL);
 
+	ColcryptLifecycleDefineSettings();
 	MarkGUCPrefixReserved("colcrypt");
 }
 

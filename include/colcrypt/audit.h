@@ -1,9 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * audit.h
- *	  The audit trail: key management actions, provider failures and denied
- *	  decryptions, to colcrypt.audit_log and/or the server log as
- *	  colcrypt.audit says.  Never a secret or a plaintext.
+ *	  The audit trail: key management actions, provider failures, denied
+ *	  decryptions and uses of compromised keys, to colcrypt.audit_log and/or
+ *	  the server log as colcrypt.audit says.  Never a secret or a plaintext.
+ *
+ * Events go through a queue in shared memory that a background worker per
+ * database drains into colcrypt.audit_event in its own transactions, so an
+ * event is recorded even when the transaction that caused it fails, and
+ * from read-only transactions.  On a standby (which cannot write) events go
+ * to the server log only.
  *
  *-------------------------------------------------------------------------
  */
@@ -11,17 +17,37 @@
 #define COLCRYPT_AUDIT_H
 
 #include "colcrypt/provider.h"
+#include "fmgr.h"
 
 /*
- * Record one action.  object_type is "provider", "master_key", "key" or
- * "grant"; version is 0 when not about one key version; detail may be NULL.
+ * A key management action of this transaction: recorded as "ok" if the
+ * transaction commits and "rolled back" if it aborts.  object_type is
+ * "provider", "master_key" or "key"; version 0 means none.
  */
-extern void ColcryptAudit(const char *action, const char *object_type,
-						  const char *object_name, int32 version,
-						  bool success, const char *detail);
+extern void ColcryptAuditAction(const char *action, const char *object_type,
+								const char *object_name, int32 version,
+								const char *detail);
 
-/* Record a failed provider call (op is what was attempted). */
+/* Something that failed or was refused: recorded at once with outcome. */
+extern void ColcryptAuditEvent(const char *action, const char *object_type,
+							   const char *object_name, int32 version,
+							   const char *outcome, const char *detail);
+
+/* A failed provider call (op is what was attempted). */
 extern void ColcryptAuditProviderFailure(const char *provider, const char *op,
 										 const ColcryptProviderError *err);
+
+/*
+ * Run the body of a key management function; if it fails, record the
+ * failure (action on the object named by the first argument) and re-throw.
+ */
+extern Datum ColcryptAudited(FunctionCallInfo fcinfo, const char *action,
+							 const char *object_type,
+							 Datum (*body) (FunctionCallInfo fcinfo));
+
+/* Shared memory and the writer worker. */
+extern void ColcryptAuditInit(void);
+extern void ColcryptAuditShmemRequest(void);
+extern void ColcryptAuditShmemStartup(void);
 
 #endif							/* COLCRYPT_AUDIT_H */

@@ -114,6 +114,12 @@ extern uint64 ColcryptCatalogExec(const char *sql, int nargs, Oid *argtypes,
 								  Datum *values, const char *nulls,
 								  Datum *result, bool *result_isnull);
 
+/*
+ * Wipe a key version from the shared cache when this transaction commits
+ * (after the catalog change is visible), for destroyed versions.
+ */
+extern void ColcryptForgetAtCommit(uint32 key_id, int32 version);
+
 /* The OID of one of colcrypt's catalog tables by name, InvalidOid if absent. */
 extern Oid	ColcryptCatalogRelid(const char *relname);
 

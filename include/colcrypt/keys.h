@@ -50,6 +50,12 @@ extern bool ColcryptHasKeyPrivilege(uint32 key_id, int priv);
 /* Raise 42501 with a hint naming the grant unless it does. */
 extern void ColcryptCheckKeyPrivilege(uint32 key_id, int priv);
 
+/*
+ * The bytes of a data key version, from the shared cache or the provider;
+ * for re-wrapping only.  Caller wipes them.  Checks nothing but existence.
+ */
+extern void ColcryptDekBytes(uint32 key_id, uint32 version, uint8 *dek);
+
 /* Drop this backend's contexts of a key (version < 0: all versions). */
 extern void ColcryptDekForget(uint32 key_id, int64 version);
 

@@ -77,6 +77,13 @@ typedef struct ColcryptProviderOps
 	bool		(*ensure_cmk) (void *handle, const char *key_ref, bool create,
 							   bool *created, ColcryptProviderError *err);
 
+	/*
+	 * Make a new version of the CMK key_ref at the provider, which wrap then
+	 * uses; *new_version describes it.  NULL for kinds without CMK versions.
+	 */
+	bool		(*rotate_cmk) (void *handle, const char *key_ref, char **new_version,
+							   ColcryptProviderError *err);
+
 	/* Options as shown in views: secrets replaced by "********". */
 	Jsonb	   *(*describe) (Jsonb *options);
 } ColcryptProviderOps;
@@ -104,6 +111,8 @@ extern void ColcryptProviderUnwrap(const char *provider, const char *kind,
 extern bool ColcryptProviderEnsureCmk(const char *provider, const char *kind,
 									  Jsonb *options, const char *key_ref,
 									  bool create);
+extern char *ColcryptProviderRotateCmk(const char *provider, const char *kind,
+									   Jsonb *options, const char *key_ref);
 
 /* Close every open handle (options changed, or the provider was dropped). */
 extern void ColcryptProviderCloseAll(void);

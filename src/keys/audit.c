@@ -1,84 +1,274 @@
 /*-------------------------------------------------------------------------
  *
  * audit.c
- *	  Writing the audit trail.
+ *	  The audit trail: a queue in shared memory and a writer per database.
  *
- * With colcrypt.audit = table (the default) or all, an action becomes a row
- * of colcrypt.audit_log written in the acting transaction; with log or all,
- * a LOG line "colcrypt audit: ..." in the server log (without the statement
- * text, which may hold plaintext).  Where the transaction cannot write (hot
- * standby, read-only transaction, parallel mode) the row is replaced by the
- * log line.
+ * Recording must not depend on the transaction that causes the event: a
+ * failed key management call, a provider failure and a denied decryption
+ * are all followed by an error that rolls the transaction back, and
+ * decryptions happen in read-only transactions and on standbys.  So every
+ * event is put on a ring of fixed-size slots in shared memory, and a
+ * background worker per database, started on demand and leaving after a
+ * while without work, inserts them into colcrypt.audit_event in its own
+ * transactions.  Key management actions are held back in the acting backend
+ * until its transaction ends, then queued as "ok" (commit) or "rolled back"
+ * (abort).  With colcrypt.audit = log or all every event is also a server
+ * log line (without the statement, which may hold plaintext); on a standby,
+ * which cannot write, that line is all there is.
+ *
+ * Locking protocol: lock (one LWLock) guards every slot's state and
+ * contents, the head and tail positions and the worker table.  Producers
+ * take it exclusively to claim and fill a slot; a writer takes it to copy
+ * its database's ready slots out (marking them TAKEN), and again to free
+ * them after its insert committed.  written_seq and the drop counter are
+ * atomics.  When the ring is full the oldest ready event is overwritten and
+ * counted as dropped (the log line, if configured, was written already).
  *
  *-------------------------------------------------------------------------
  */
 #include "colcrypt/colcrypt.h"
 
-#include "access/parallel.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "colcrypt/audit.h"
 #include "colcrypt/catalog.h"
+#include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "port/atomics.h"
+#include "postmaster/bgworker.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
 
-static bool
-can_write_row(void)
+#define AUDIT_SLOTS			1024
+#define AUDIT_WRITERS		8	/* databases with a writer at once */
+/*
+ * A writer leaves after this long without work: while it is connected,
+ * DROP DATABASE and CREATE DATABASE ... TEMPLATE of its database would wait
+ * (they wait up to 5 s for other sessions to leave).
+ */
+#define WRITER_IDLE_MS		1000
+#define DETAIL_LEN			400
+
+typedef enum SlotState
 {
-	return IsTransactionState() && !RecoveryInProgress() && !XactReadOnly &&
-		!IsInParallelMode() && OidIsValid(ColcryptCatalogRelid("audit_event"));
+	SLOT_FREE = 0,
+	SLOT_READY,					/* filled, waiting for its writer */
+	SLOT_TAKEN					/* copied out by a writer, insert in progress */
+} SlotState;
+
+typedef struct AuditSlot
+{
+	SlotState	state;
+	uint64		seq;			/* position in the stream of events */
+	Oid			dboid;			/* database whose audit_event gets it */
+	TimestampTz at;
+	int			pid;
+	char		role[NAMEDATALEN];
+	char		session_role[NAMEDATALEN];
+	char		action[24];
+	char		object_type[16];
+	char		object_name[NAMEDATALEN];
+	int32		version;
+	char		outcome[16];
+	char		detail[DETAIL_LEN];
+} AuditSlot;
+
+typedef struct WriterEntry
+{
+	Oid			dboid;			/* InvalidOid: free entry */
+	int			pid;			/* 0 while starting */
+	Latch	   *latch;			/* to wake it */
+	TimestampTz started;		/* when it was requested */
+} WriterEntry;
+
+typedef struct AuditShared
+{
+	LWLock	   *lock;
+	ConditionVariable written;	/* broadcast after each batch is inserted */
+	uint64		next_seq;		/* sequence number of the next event */
+	pg_atomic_uint64 dropped;	/* events overwritten before being written */
+	WriterEntry writers[AUDIT_WRITERS];
+	uint64		written_seq[AUDIT_WRITERS]; /* highest seq written per writer db */
+	AuditSlot	slots[AUDIT_SLOTS];
+} AuditShared;
+
+static AuditShared *audit = NULL;
+
+/* ----------------------------------------------------------------------
+ * Shared memory
+ * ----------------------------------------------------------------------
+ */
+
+void
+ColcryptAuditShmemRequest(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(AuditShared)));
+	RequestNamedLWLockTranche("colcrypt_audit", 1);
 }
 
 void
-ColcryptAudit(const char *action, const char *object_type,
-			  const char *object_name, int32 version, bool success,
-			  const char *detail)
+ColcryptAuditShmemStartup(void)
 {
-	bool		to_table = (colcrypt_audit == COLCRYPT_AUDIT_TABLE ||
-							colcrypt_audit == COLCRYPT_AUDIT_ALL);
-	bool		to_log = (colcrypt_audit == COLCRYPT_AUDIT_LOG ||
-						  colcrypt_audit == COLCRYPT_AUDIT_ALL);
+	bool		found;
+
+	audit = ShmemInitStruct("colcrypt audit queue", sizeof(AuditShared), &found);
+	if (!found)
+	{
+		memset(audit, 0, sizeof(AuditShared));
+		audit->lock = &(GetNamedLWLockTranche("colcrypt_audit"))->lock;
+		ConditionVariableInit(&audit->written);
+		pg_atomic_init_u64(&audit->dropped, 0);
+		audit->next_seq = 1;
+	}
+}
+
+/* ----------------------------------------------------------------------
+ * Producing events
+ * ----------------------------------------------------------------------
+ */
+
+static bool
+mode_table(void)
+{
+	return colcrypt_audit == COLCRYPT_AUDIT_TABLE || colcrypt_audit == COLCRYPT_AUDIT_ALL;
+}
+
+static bool
+mode_log(void)
+{
+	return colcrypt_audit == COLCRYPT_AUDIT_LOG || colcrypt_audit == COLCRYPT_AUDIT_ALL;
+}
+
+static void start_writer(Oid dboid);
+
+/* The writer entry for a database, or NULL; caller holds the lock. */
+static WriterEntry *
+writer_for(Oid dboid)
+{
+	for (int i = 0; i < AUDIT_WRITERS; i++)
+		if (audit->writers[i].dboid == dboid)
+			return &audit->writers[i];
+	return NULL;
+}
+
+static void
+enqueue(const AuditSlot *ev)
+{
+	AuditSlot  *slot = NULL;
+	WriterEntry *w;
+	Latch	   *wake = NULL;
+	bool		need_writer;
+
+	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+	/* A free slot, else the oldest ready one (dropped). */
+	for (int i = 0; i < AUDIT_SLOTS && slot == NULL; i++)
+		if (audit->slots[i].state == SLOT_FREE)
+			slot = &audit->slots[i];
+	if (slot == NULL)
+	{
+		for (int i = 0; i < AUDIT_SLOTS; i++)
+			if (audit->slots[i].state == SLOT_READY &&
+				(slot == NULL || audit->slots[i].seq < slot->seq))
+				slot = &audit->slots[i];
+		if (slot != NULL)
+			pg_atomic_fetch_add_u64(&audit->dropped, 1);
+	}
+	if (slot != NULL)
+	{
+		*slot = *ev;
+		slot->seq = audit->next_seq++;
+		slot->state = SLOT_READY;
+	}
+	w = writer_for(ev->dboid);
+	/* A writer that never started, or that died: free its entry. */
+	if (w != NULL &&
+		((w->pid == 0 && TimestampDifferenceExceeds(w->started, GetCurrentTimestamp(), 10000)) ||
+		 (w->pid != 0 && kill(w->pid, 0) != 0)))
+	{
+		w->dboid = InvalidOid;
+		w = NULL;
+	}
+	need_writer = (w == NULL);
+	if (w != NULL)
+		wake = w->latch;
+	LWLockRelease(audit->lock);
+
+	if (slot == NULL)
+	{
+		pg_atomic_fetch_add_u64(&audit->dropped, 1);
+		return;
+	}
+	if (wake != NULL)
+		SetLatch(wake);
+	else if (need_writer)
+		start_writer(ev->dboid);
+}
+
+static void
+fill_event(AuditSlot *ev, const char *action, const char *object_type,
+		   const char *object_name, int32 version, const char *outcome,
+		   const char *detail)
+{
+	const char *role = IsTransactionState() ? GetUserNameFromId(GetUserId(), true) : NULL;
+	const char *srole = IsTransactionState() ? GetUserNameFromId(GetSessionUserId(), true) : NULL;
+
+	memset(ev, 0, sizeof(*ev));
+	ev->dboid = MyDatabaseId;
+	ev->at = GetCurrentTimestamp();
+	ev->pid = MyProcPid;
+	strlcpy(ev->role, role ? role : "?", sizeof(ev->role));
+	strlcpy(ev->session_role, srole ? srole : "?", sizeof(ev->session_role));
+	strlcpy(ev->action, action, sizeof(ev->action));
+	strlcpy(ev->object_type, object_type, sizeof(ev->object_type));
+	strlcpy(ev->object_name, object_name ? object_name : "", sizeof(ev->object_name));
+	ev->version = version;
+	strlcpy(ev->outcome, outcome, sizeof(ev->outcome));
+	strlcpy(ev->detail, detail ? detail : "", sizeof(ev->detail));
+}
+
+/* Record one complete event: log line and/or queue, as configured. */
+static void
+record(const AuditSlot *ev)
+{
+	bool		standby = RecoveryInProgress();
 
 	if (colcrypt_audit == COLCRYPT_AUDIT_OFF)
 		return;
-	if (to_table && !can_write_row())
-	{
-		to_table = false;
-		to_log = true;
-	}
-	if (to_log)
+	if (mode_log() || (mode_table() && standby))
 		ereport(LOG,
 				(errmsg("colcrypt audit: %s %s \"%s\"%s by \"%s\": %s%s%s",
-						action, object_type, object_name ? object_name : "",
-						version > 0 ? psprintf(" version %d", version) : "",
-						GetUserNameFromId(GetUserId(), true) ? GetUserNameFromId(GetUserId(), true) : "?",
-						success ? "ok" : "failed",
-						detail ? ": " : "", detail ? detail : ""),
-				 errhidestmt(true)));
-	if (to_table)
-	{
-		Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, BOOLOID, TEXTOID};
-		Datum		values[7];
-		char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-		const char *actor = GetUserNameFromId(GetUserId(), true);
+						ev->action, ev->object_type, ev->object_name,
+						ev->version > 0 ? psprintf(" version %d", ev->version) : "",
+						ev->role, ev->outcome, ev->detail[0] ? ": " : "", ev->detail),
+				 errhidestmt(true), errhidecontext(true)));
+	if (mode_table() && !standby && audit != NULL && OidIsValid(ev->dboid))
+		enqueue(ev);
+}
 
-		/* Catalog statements run as the schema owner: name the actor here. */
-		values[0] = CStringGetTextDatum(actor ? actor : "?");
-		values[1] = CStringGetTextDatum(action);
-		values[2] = CStringGetTextDatum(object_type);
-		values[3] = object_name ? CStringGetTextDatum(object_name) : (Datum) 0;
-		nulls[3] = object_name ? ' ' : 'n';
-		values[4] = Int32GetDatum(version);
-		nulls[4] = version > 0 ? ' ' : 'n';
-		values[5] = BoolGetDatum(success);
-		values[6] = detail ? CStringGetTextDatum(detail) : (Datum) 0;
-		nulls[6] = detail ? ' ' : 'n';
-		ColcryptCatalogExec("INSERT INTO colcrypt.audit_event"
-							" (role_name, action, object_type, object_name, key_version, success, detail)"
-							" VALUES ($1, $2, $3, $4, $5, $6, $7)",
-							7, types, values, nulls, NULL, NULL);
-	}
+void
+ColcryptAuditEvent(const char *action, const char *object_type,
+				   const char *object_name, int32 version,
+				   const char *outcome, const char *detail)
+{
+	AuditSlot	ev;
+
+	fill_event(&ev, action, object_type, object_name, version, outcome, detail);
+	record(&ev);
 }
 
 void
@@ -88,13 +278,380 @@ ColcryptAuditProviderFailure(const char *provider, const char *op,
 	char	   *detail = psprintf("%s: %s%s%s", op, err->message,
 								  err->detail[0] ? " " : "", err->detail);
 
-	/* The failing statement is about to roll back: the row would go with it. */
-	if (colcrypt_audit != COLCRYPT_AUDIT_OFF)
-		ereport(LOG,
-				(errmsg("colcrypt audit: provider failure on \"%s\" by \"%s\": %s",
-						provider,
-						GetUserNameFromId(GetUserId(), true) ? GetUserNameFromId(GetUserId(), true) : "?",
-						detail),
-				 errhidestmt(true)));
+	ColcryptAuditEvent("kms_failure", "provider", provider, 0, "failed", detail);
 	pfree(detail);
+}
+
+/* Actions of the current transaction, recorded when it ends. */
+static List *pending = NIL;
+static bool xact_callback_registered = false;
+
+static void
+audit_xact_cb(XactEvent event, void *arg)
+{
+	const char *outcome;
+	ListCell   *lc;
+
+	if (pending == NIL)
+		return;
+	if (event == XACT_EVENT_COMMIT)
+		outcome = "ok";
+	else if (event == XACT_EVENT_ABORT)
+		outcome = "rolled back";
+	else
+		return;
+	foreach(lc, pending)
+	{
+		AuditSlot  *ev = lfirst(lc);
+
+		strlcpy(ev->outcome, outcome, sizeof(ev->outcome));
+		ev->at = GetCurrentTimestamp();
+		record(ev);
+	}
+	list_free_deep(pending);
+	pending = NIL;
+}
+
+void
+ColcryptAuditAction(const char *action, const char *object_type,
+					const char *object_name, int32 version, const char *detail)
+{
+	AuditSlot  *ev;
+	MemoryContext old;
+
+	if (colcrypt_audit == COLCRYPT_AUDIT_OFF)
+		return;
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(audit_xact_cb, NULL);
+		xact_callback_registered = true;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	ev = palloc(sizeof(AuditSlot));
+	fill_event(ev, action, object_type, object_name, version, "", detail);
+	pending = lappend(pending, ev);
+	MemoryContextSwitchTo(old);
+}
+
+Datum
+ColcryptAudited(FunctionCallInfo fcinfo, const char *action, const char *object_type,
+				Datum (*body) (FunctionCallInfo fcinfo))
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	char	   *name = NULL;
+	Datum		result = (Datum) 0;
+
+	if (PG_NARGS() > 0 && !PG_ARGISNULL(0) &&
+		get_fn_expr_argtype(fcinfo->flinfo, 0) == TEXTOID)
+		name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	else if (PG_NARGS() > 0 && !PG_ARGISNULL(0) &&
+			 get_fn_expr_argtype(fcinfo->flinfo, 0) == REGCLASSOID)
+		name = get_rel_name(PG_GETARG_OID(0));
+	PG_TRY();
+	{
+		result = body(fcinfo);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		ColcryptAuditEvent(action, object_type, name, 0, "failed",
+						   psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), edata->message));
+		FreeErrorData(edata);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* ----------------------------------------------------------------------
+ * The writer
+ * ----------------------------------------------------------------------
+ */
+
+static void
+start_writer(Oid dboid)
+{
+	BackgroundWorker bgw;
+	WriterEntry *w;
+
+	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+	if (writer_for(dboid) != NULL)
+	{
+		LWLockRelease(audit->lock);
+		return;
+	}
+	w = writer_for(InvalidOid);
+	if (w == NULL)
+	{
+		LWLockRelease(audit->lock);
+		return;					/* all writer entries busy: the next event retries */
+	}
+	w->dboid = dboid;
+	w->pid = 0;
+	w->latch = NULL;
+	w->started = GetCurrentTimestamp();
+	audit->written_seq[w - audit->writers] = 0;
+	LWLockRelease(audit->lock);
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(bgw.bgw_library_name, "colcrypt", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "colcrypt_audit_writer_main", BGW_MAXLEN);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "colcrypt audit writer for database %u", dboid);
+	strlcpy(bgw.bgw_type, "colcrypt audit writer", BGW_MAXLEN);
+	bgw.bgw_main_arg = ObjectIdGetDatum(dboid);
+	bgw.bgw_notify_pid = 0;
+	if (!RegisterDynamicBackgroundWorker(&bgw, NULL))
+	{
+		/* No worker slot: free the entry; the next event tries again. */
+		LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+		w->dboid = InvalidOid;
+		LWLockRelease(audit->lock);
+		ereport(LOG,
+				(errmsg("colcrypt: could not start the audit writer; events wait in the queue"),
+				 errhint("Raise max_worker_processes.")));
+	}
+}
+
+/* Insert a batch of events; false if this database cannot take them. */
+static bool
+insert_events(AuditSlot *evs, int n)
+{
+	static const char sql[] =
+		"INSERT INTO colcrypt.audit_event (at, role_name, session_role, action, object_type,"
+		" object_name, key_version, success, outcome, detail, backend_pid)"
+		" VALUES ($1, $2, $3, $4, $5, nullif($6, ''), nullif($7, 0), $8 = 'ok', $8, nullif($9, ''), $10)";
+	Oid			types[10] = {TIMESTAMPTZOID, NAMEOID, NAMEOID, TEXTOID, TEXTOID,
+	TEXTOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
+	SPIPlanPtr	plan;
+	bool		ok = true;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (!OidIsValid(get_relname_relid("audit_event", get_namespace_oid(COLCRYPT_SCHEMA, true))))
+		ok = false;
+	else
+	{
+		SPI_connect();
+		plan = SPI_prepare(sql, 10, types);
+		for (int i = 0; i < n; i++)
+		{
+			Datum		values[10];
+
+			values[0] = TimestampTzGetDatum(evs[i].at);
+			values[1] = DirectFunctionCall1(namein, CStringGetDatum(evs[i].role));
+			values[2] = DirectFunctionCall1(namein, CStringGetDatum(evs[i].session_role));
+			values[3] = CStringGetTextDatum(evs[i].action);
+			values[4] = CStringGetTextDatum(evs[i].object_type);
+			values[5] = CStringGetTextDatum(evs[i].object_name);
+			values[6] = Int32GetDatum(evs[i].version);
+			values[7] = CStringGetTextDatum(evs[i].outcome);
+			values[8] = CStringGetTextDatum(evs[i].detail);
+			values[9] = Int32GetDatum(evs[i].pid);
+			SPI_execute_plan(plan, values, NULL, false, 0);
+		}
+		SPI_finish();
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return ok;
+}
+
+/* On any exit, give the writer entry back if it is still ours. */
+static void
+writer_exit(int code, Datum arg)
+{
+	WriterEntry *w = &audit->writers[DatumGetInt32(arg)];
+
+	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+	if (w->pid == MyProcPid)
+	{
+		w->dboid = InvalidOid;
+		w->pid = 0;
+		w->latch = NULL;
+	}
+	LWLockRelease(audit->lock);
+}
+
+PGDLLEXPORT void colcrypt_audit_writer_main(Datum arg);
+
+void
+colcrypt_audit_writer_main(Datum arg)
+{
+	Oid			dboid = DatumGetObjectId(arg);
+	WriterEntry *w;
+	int			wi;
+	AuditSlot  *batch = palloc(sizeof(AuditSlot) * AUDIT_SLOTS);
+	TimestampTz last_work = GetCurrentTimestamp();
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+
+	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+	w = writer_for(dboid);
+	if (w == NULL)
+	{
+		LWLockRelease(audit->lock);
+		proc_exit(0);
+	}
+	w->pid = MyProcPid;
+	w->latch = MyLatch;
+	wi = w - audit->writers;
+	LWLockRelease(audit->lock);
+	before_shmem_exit(writer_exit, Int32GetDatum(wi));
+
+	for (;;)
+	{
+		int			n = 0;
+		uint64		maxseq = 0;
+		bool		ok;
+
+		CHECK_FOR_INTERRUPTS();
+		ResetLatch(MyLatch);
+
+		LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+		for (int i = 0; i < AUDIT_SLOTS; i++)
+		{
+			AuditSlot  *s = &audit->slots[i];
+
+			if (s->state == SLOT_READY && s->dboid == dboid)
+			{
+				batch[n++] = *s;
+				s->state = SLOT_TAKEN;
+				maxseq = Max(maxseq, s->seq);
+			}
+		}
+		if (n == 0 && TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), WRITER_IDLE_MS))
+		{
+			/* Idle long enough: leave; the next event starts a new writer. */
+			w->dboid = InvalidOid;
+			w->pid = 0;
+			w->latch = NULL;
+			LWLockRelease(audit->lock);
+			proc_exit(0);
+		}
+		LWLockRelease(audit->lock);
+
+		if (n > 0)
+		{
+			ok = insert_events(batch, n);
+			if (!ok)
+				ereport(LOG,
+						(errmsg("colcrypt: %d audit events for database %u discarded: colcrypt is not installed there",
+								n, dboid)));
+			LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+			for (int i = 0; i < AUDIT_SLOTS; i++)
+			{
+				AuditSlot  *s = &audit->slots[i];
+
+				if (s->state == SLOT_TAKEN && s->dboid == dboid && s->seq <= maxseq)
+					s->state = SLOT_FREE;
+			}
+			audit->written_seq[wi] = Max(audit->written_seq[wi], maxseq);
+			LWLockRelease(audit->lock);
+			ConditionVariableBroadcast(&audit->written);
+			last_work = GetCurrentTimestamp();
+			continue;
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+	}
+}
+
+void
+ColcryptAuditInit(void)
+{
+	/* Nothing at load time: shared memory is requested with the key cache's. */
+}
+
+/* ----------------------------------------------------------------------
+ * SQL
+ * ----------------------------------------------------------------------
+ */
+
+PG_FUNCTION_INFO_V1(colcrypt_audit_flush);
+
+/*
+ * Wait until every event of this database queued so far is in
+ * colcrypt.audit_event (for tests and tools).  Returns false on timeout.
+ */
+Datum
+colcrypt_audit_flush(PG_FUNCTION_ARGS)
+{
+	int32		timeout_ms = PG_NARGS() > 0 && !PG_ARGISNULL(0) ? PG_GETARG_INT32(0) : 10000;
+	uint64		target = 0;
+	TimestampTz start = GetCurrentTimestamp();
+	bool		done = false;
+
+	ColcryptRequirePreload();
+	LWLockAcquire(audit->lock, LW_SHARED);
+	for (int i = 0; i < AUDIT_SLOTS; i++)
+		if (audit->slots[i].state != SLOT_FREE && audit->slots[i].dboid == MyDatabaseId)
+			target = Max(target, audit->slots[i].seq);
+	LWLockRelease(audit->lock);
+	if (target == 0)
+		PG_RETURN_BOOL(true);
+
+	ConditionVariablePrepareToSleep(&audit->written);
+	while (!done)
+	{
+		WriterEntry *w;
+		bool		pending_left = false;
+
+		LWLockAcquire(audit->lock, LW_SHARED);
+		for (int i = 0; i < AUDIT_SLOTS; i++)
+			if (audit->slots[i].state != SLOT_FREE && audit->slots[i].dboid == MyDatabaseId &&
+				audit->slots[i].seq <= target)
+				pending_left = true;
+		w = writer_for(MyDatabaseId);
+		LWLockRelease(audit->lock);
+		if (!pending_left)
+			done = true;
+		else if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), timeout_ms))
+			break;
+		else
+		{
+			if (w == NULL)
+				start_writer(MyDatabaseId);
+			(void) ConditionVariableTimedSleep(&audit->written, 100, PG_WAIT_EXTENSION);
+		}
+	}
+	ConditionVariableCancelSleep();
+	PG_RETURN_BOOL(done);
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_audit_queue_stats);
+
+/* Events waiting in the queue and events dropped because it was full. */
+Datum
+colcrypt_audit_queue_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[3];
+	bool		nulls[3] = {0};
+	int			waiting = 0;
+	int			writers = 0;
+
+	ColcryptRequirePreload();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	LWLockAcquire(audit->lock, LW_SHARED);
+	for (int i = 0; i < AUDIT_SLOTS; i++)
+		if (audit->slots[i].state != SLOT_FREE)
+			waiting++;
+	for (int i = 0; i < AUDIT_WRITERS; i++)
+		if (OidIsValid(audit->writers[i].dboid))
+			writers++;
+	LWLockRelease(audit->lock);
+	values[0] = Int32GetDatum(waiting);
+	values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&audit->dropped));
+	values[2] = Int32GetDatum(writers);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -224,6 +224,7 @@ static uint64 meta_epoch = 0;	/* catalog epoch the cache was loaded at */
 static uint64 meta_generation = 1;
 static bool meta_stale = true;
 static bool changed_in_xact = false;
+static List *forget_at_commit = NIL;	/* (key_id, version) pairs, as int8 */
 static bool callbacks_registered = false;
 
 static void
@@ -258,6 +259,18 @@ catalog_xact_cb(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (changed_in_xact)
 				ColcryptBumpCatalogEpoch();
+			{
+				ListCell   *lc;
+
+				foreach(lc, forget_at_commit)
+				{
+					int64		kv = *(int64 *) lfirst(lc);
+
+					ColcryptKeyCacheForget((uint32) (kv >> 32), (int64) (uint32) kv);
+				}
+			}
+			list_free_deep(forget_at_commit);
+			forget_at_commit = NIL;
 			changed_in_xact = false;
 			break;
 		case XACT_EVENT_ABORT:
@@ -265,6 +278,8 @@ catalog_xact_cb(XactEvent event, void *arg)
 			/* The cache may hold this transaction's rolled-back changes. */
 			if (changed_in_xact)
 				meta_stale = true;
+			list_free_deep(forget_at_commit);
+			forget_at_commit = NIL;
 			changed_in_xact = false;
 			break;
 		default:
@@ -340,6 +355,19 @@ ColcryptCatalogChanged(void)
 		CacheInvalidateRelcacheByRelid(relid);
 	changed_in_xact = true;
 	meta_stale = true;
+}
+
+void
+ColcryptForgetAtCommit(uint32 key_id, int32 version)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	int64	   *kv = palloc(sizeof(int64));
+
+	*kv = ((int64) key_id << 32) | (uint32) version;
+	forget_at_commit = lappend(forget_at_commit, kv);
+	MemoryContextSwitchTo(old);
+	/* Wipe it now too: a concurrent load after commit finds the new state. */
+	ColcryptKeyCacheForget(key_id, version);
 }
 
 /* ----------------------------------------------------------------------

@@ -24,6 +24,7 @@
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
 #include "colcrypt/envelope.h"
+#include "colcrypt/audit.h"
 #include "colcrypt/keycache.h"
 #include "colcrypt/keys.h"
 #include "colcrypt/provider.h"
@@ -31,6 +32,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "access/xact.h"
 #include "utils/timestamp.h"
 
 #define MAX_LOCAL_DEKS		1024
@@ -45,6 +47,7 @@ typedef struct DekKey
 
 static HTAB *deks = NULL;
 static uint32 transit_generation = 0;	/* this backend's current one */
+static uint64 deks_generation = 0;	/* metadata generation the contexts belong to */
 
 void
 ColcryptKeyAccessInit(void)
@@ -90,6 +93,14 @@ ColcryptDekForget(uint32 key_id, int64 version)
 static HTAB *
 dek_table(void)
 {
+	/*
+	 * When key metadata changed (a state change, a destroyed version), drop
+	 * every context: they are rebuilt from the shared cache at their next
+	 * use, and a destroyed version's key schedule does not linger here.
+	 */
+	if (deks != NULL && deks_generation != ColcryptMetaGeneration())
+		forget_matching(true, 0, 0);
+	deks_generation = ColcryptMetaGeneration();
 	if (deks == NULL || hash_get_num_entries(deks) >= MAX_LOCAL_DEKS)
 	{
 		HASHCTL		ctl;
@@ -180,6 +191,22 @@ ColcryptCheckKeyPrivilege(uint32 key_id, int priv)
 	{
 		ColcryptKeyMeta *meta = ColcryptGetKeyMeta(key_id, false);
 		const char *what = priv == COLCRYPT_PRIV_ENCRYPT ? "encrypt" : "decrypt";
+		static TimestampTz last_stmt = 0;
+		static uint32 last_key = 0;
+		static int	last_priv = 0;
+
+		/* One audit event per statement, key and privilege. */
+		if (last_stmt != GetCurrentStatementStartTimestamp() || last_key != key_id ||
+			last_priv != priv)
+		{
+			ColcryptAuditEvent(what, "key", meta->name, 0, "denied",
+							   psprintf("role %s lacks the %s privilege",
+										GetUserNameFromId(GetUserId(), false), what));
+			last_stmt = GetCurrentStatementStartTimestamp();
+			last_key = key_id;
+			last_priv = priv;
+			meta = ColcryptGetKeyMeta(key_id, false);
+		}
 
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -246,6 +273,43 @@ obtain_dek(const char *keyname, uint32 key_id, uint32 version,
 		*loaded_at = GetCurrentTimestamp();
 }
 
+void
+ColcryptDekBytes(uint32 key_id, uint32 version, uint8 *dek)
+{
+	TimestampTz loaded_at;
+	ColcryptKeyMeta *meta = ColcryptGetKeyMeta(key_id, false);
+	char		name[NAMEDATALEN];
+
+	strlcpy(name, meta->name, sizeof(name));
+	obtain_dek(name, key_id, version, dek, &loaded_at);
+}
+
+/*
+ * Decrypting under a compromised version: a WARNING and an audit event,
+ * once per statement and version.
+ */
+static void
+warn_compromised(ColcryptKeyMeta *meta, uint32 version)
+{
+	static TimestampTz last_stmt = 0;
+	static uint32 last_key = 0;
+	static uint32 last_version = 0;
+	char		name[NAMEDATALEN];
+
+	if (last_stmt == GetCurrentStatementStartTimestamp() && last_key == meta->key_id &&
+		last_version == version)
+		return;
+	last_stmt = GetCurrentStatementStartTimestamp();
+	last_key = meta->key_id;
+	last_version = version;
+	strlcpy(name, meta->name, sizeof(name));
+	ereport(WARNING,
+			(errmsg("decrypting with data key \"%s\" version %u, which is compromised", name, version),
+			 errhint("Re-encrypt the values under a new version and destroy this one.")));
+	ColcryptAuditEvent("decrypt", "key", name, (int32) version, "warning",
+					   "decryption with a compromised key version");
+}
+
 /* Check that a version's state allows the use; raise 55000 if not. */
 static void
 check_state(ColcryptKeyMeta *meta, uint32 version, bool encrypt)
@@ -261,9 +325,15 @@ check_state(ColcryptKeyMeta *meta, uint32 version, bool encrypt)
 		case COLCRYPT_KEY_ACTIVE:
 			return;
 		case COLCRYPT_KEY_DEACTIVATED:
-		case COLCRYPT_KEY_COMPROMISED:
 			if (!encrypt)
 				return;
+			break;
+		case COLCRYPT_KEY_COMPROMISED:
+			if (!encrypt)
+			{
+				warn_compromised(meta, version);
+				return;
+			}
 			break;
 		default:
 			break;

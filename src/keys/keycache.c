@@ -37,7 +37,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "colcrypt/audit.h"
 #include "colcrypt/keycache.h"
+#include "colcrypt/lifecycle.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
@@ -127,6 +129,8 @@ keycache_shmem_request(void)
 #endif
 	RequestAddinShmemSpace(cache_request_size());
 	RequestNamedLWLockTranche("colcrypt_keycache", 1);
+	ColcryptAuditShmemRequest();
+	ColcryptLifecycleShmemRequest();
 }
 
 static void
@@ -179,6 +183,8 @@ keycache_shmem_startup(void)
 					(errcode(ERRCODE_INTERNAL_ERROR),
 					 errmsg("colcrypt: could not generate the transit key")));
 	}
+	ColcryptAuditShmemStartup();
+	ColcryptLifecycleShmemStartup();
 	LWLockRelease(AddinShmemInitLock);
 }
 

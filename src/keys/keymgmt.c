@@ -19,6 +19,7 @@
 #include "colcrypt/audit.h"
 #include "colcrypt/catalog.h"
 #include "colcrypt/keys.h"
+#include "colcrypt/lifecycle.h"
 #include "colcrypt/provider.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -30,6 +31,14 @@
  * Helpers
  * ----------------------------------------------------------------------
  */
+
+/* A SQL-callable function whose failures are audited (see audit.h). */
+#define AUDITED_FN(sqlname, body, action, object_type) \
+	PG_FUNCTION_INFO_V1(sqlname); \
+	Datum sqlname(PG_FUNCTION_ARGS) \
+	{ \
+		return ColcryptAudited(fcinfo, action, object_type, body); \
+	}
 
 static char *
 arg_text(FunctionCallInfo fcinfo, int n, const char *what)
@@ -147,10 +156,9 @@ prove_master_key(const char *provider, ProviderRow *row, const char *key_ref)
  * ----------------------------------------------------------------------
  */
 
-PG_FUNCTION_INFO_V1(colcrypt_add_provider);
 
-Datum
-colcrypt_add_provider(PG_FUNCTION_ARGS)
+static Datum
+add_provider_body(FunctionCallInfo fcinfo)
 {
 	char	   *name = arg_text(fcinfo, 0, "provider name");
 	char	   *kind = arg_text(fcinfo, 1, "provider kind");
@@ -183,14 +191,13 @@ colcrypt_add_provider(PG_FUNCTION_ARGS)
 						" VALUES ($1, $2, $3, $4)",
 						4, types, values, NULL, NULL, NULL);
 	ColcryptCatalogChanged();
-	ColcryptAudit("create", "provider", name, 0, true, psprintf("kind %s", kind));
+	ColcryptAuditAction("create", "provider", name, 0, psprintf("kind %s", kind));
 	PG_RETURN_VOID();
 }
 
-PG_FUNCTION_INFO_V1(colcrypt_alter_provider);
 
-Datum
-colcrypt_alter_provider(PG_FUNCTION_ARGS)
+static Datum
+alter_provider_body(FunctionCallInfo fcinfo)
 {
 	char	   *name = arg_text(fcinfo, 0, "provider name");
 	Jsonb	   *options;
@@ -217,14 +224,13 @@ colcrypt_alter_provider(PG_FUNCTION_ARGS)
 						2, types, values, NULL, NULL, NULL);
 	ColcryptProviderCloseAll();
 	ColcryptCatalogChanged();
-	ColcryptAudit("alter", "provider", name, 0, true, NULL);
+	ColcryptAuditAction("alter", "provider", name, 0, NULL);
 	PG_RETURN_VOID();
 }
 
-PG_FUNCTION_INFO_V1(colcrypt_drop_provider);
 
-Datum
-colcrypt_drop_provider(PG_FUNCTION_ARGS)
+static Datum
+drop_provider_body(FunctionCallInfo fcinfo)
 {
 	char	   *name = arg_text(fcinfo, 0, "provider name");
 	ProviderRow row;
@@ -244,7 +250,7 @@ colcrypt_drop_provider(PG_FUNCTION_ARGS)
 	exec1("DELETE FROM colcrypt.provider WHERE name = $1", name, NULL, NULL);
 	ColcryptProviderCloseAll();
 	ColcryptCatalogChanged();
-	ColcryptAudit("drop", "provider", name, 0, true, NULL);
+	ColcryptAuditAction("drop", "provider", name, 0, NULL);
 	PG_RETURN_VOID();
 }
 
@@ -268,10 +274,9 @@ colcrypt_redact_options(PG_FUNCTION_ARGS)
  * ----------------------------------------------------------------------
  */
 
-PG_FUNCTION_INFO_V1(colcrypt_add_master_key);
 
-Datum
-colcrypt_add_master_key(PG_FUNCTION_ARGS)
+static Datum
+add_master_key_body(FunctionCallInfo fcinfo)
 {
 	char	   *name = arg_text(fcinfo, 0, "master key name");
 	char	   *provider = arg_text(fcinfo, 1, "provider name");
@@ -305,15 +310,14 @@ colcrypt_add_master_key(PG_FUNCTION_ARGS)
 	ColcryptCatalogExec("INSERT INTO colcrypt.master_key (name, provider, key_ref) VALUES ($1, $2, $3)",
 						3, types, values, NULL, NULL, NULL);
 	ColcryptCatalogChanged();
-	ColcryptAudit("create", "master_key", name, 0, true,
-				  psprintf("provider %s%s", provider, created ? ", new CMK" : ""));
+	ColcryptAuditAction("create", "master_key", name, 0,
+						psprintf("provider %s%s", provider, created ? ", new CMK" : ""));
 	PG_RETURN_VOID();
 }
 
-PG_FUNCTION_INFO_V1(colcrypt_drop_master_key);
 
-Datum
-colcrypt_drop_master_key(PG_FUNCTION_ARGS)
+static Datum
+drop_master_key_body(FunctionCallInfo fcinfo)
 {
 	char	   *name = arg_text(fcinfo, 0, "master key name");
 	Datum		d;
@@ -335,7 +339,7 @@ colcrypt_drop_master_key(PG_FUNCTION_ARGS)
 				 errhint("Re-wrap them under another master key with colcrypt.rotate_master_key() first.")));
 	exec1("DELETE FROM colcrypt.master_key WHERE name = $1", name, NULL, NULL);
 	ColcryptCatalogChanged();
-	ColcryptAudit("drop", "master_key", name, 0, true, NULL);
+	ColcryptAuditAction("drop", "master_key", name, 0, NULL);
 	PG_RETURN_VOID();
 }
 
@@ -344,20 +348,15 @@ colcrypt_drop_master_key(PG_FUNCTION_ARGS)
  * ----------------------------------------------------------------------
  */
 
-PG_FUNCTION_INFO_V1(colcrypt_create_key);
-
-Datum
-colcrypt_create_key(PG_FUNCTION_ARGS)
+uint32
+ColcryptCreateKey(const char *name, const char *master_key)
 {
-	char	   *name = arg_text(fcinfo, 0, "data key name");
-	char	   *master_key = arg_text(fcinfo, 1, "master key name");
 	uint32		key_id;
 	ColcryptKeyMeta *clash;
 	StringInfoData wrapped;
 	char	   *wrap_meta;
 	bytea	   *blob;
 
-	ColcryptRequirePreload();
 	check_name(name, "data key");
 	if (name[0] == '#')
 		ereport(ERROR,
@@ -421,21 +420,31 @@ colcrypt_create_key(PG_FUNCTION_ARGS)
 							4, types, values, nulls, NULL, NULL);
 	}
 	ColcryptCatalogChanged();
-	ColcryptAudit("create", "key", name, 1, true, psprintf("master key %s", master_key));
+	ColcryptAuditAction("create", "key", name, 1, psprintf("master key %s", master_key));
+	return key_id;
+}
+
+static Datum
+create_key_body(FunctionCallInfo fcinfo)
+{
+	char	   *name = arg_text(fcinfo, 0, "data key name");
+	char	   *master_key = arg_text(fcinfo, 1, "master key name");
+
+	ColcryptCreateKey(name, master_key);
 	PG_RETURN_INT32(1);
 }
 
-PG_FUNCTION_INFO_V1(colcrypt_rotate_key);
 
 /*
  * A new version of a data key becomes active for new values, under the
  * master key of the version it replaces; that one becomes deactivated
  * (decrypt only).  Returns the new version.
  */
-Datum
-colcrypt_rotate_key(PG_FUNCTION_ARGS)
+static Datum
+rotate_key_body(FunctionCallInfo fcinfo)
 {
 	char	   *name = arg_text(fcinfo, 0, "data key name");
+	bool		activate = PG_NARGS() < 2 || PG_ARGISNULL(1) || PG_GETARG_BOOL(1);
 	ColcryptKeyMeta *meta;
 	uint32		key_id;
 	int32		newver;
@@ -494,17 +503,23 @@ colcrypt_rotate_key(PG_FUNCTION_ARGS)
 		values[3] = PointerGetDatum(blob);
 		values[4] = wrap_meta ? CStringGetTextDatum(wrap_meta) : (Datum) 0;
 		nulls[4] = wrap_meta ? ' ' : 'n';
-		ColcryptCatalogExec("UPDATE colcrypt.data_key_version SET state = 'deactivated', deactivated_at = now()"
-							" WHERE key_id = $1 AND state = 'active'",
-							1, types, values, NULL, NULL, NULL);
-		ColcryptCatalogExec("INSERT INTO colcrypt.data_key_version"
+		if (activate)
+			ColcryptCatalogExec("UPDATE colcrypt.data_key_version SET state = 'deactivated', deactivated_at = now()"
+								" WHERE key_id = $1 AND state = 'active'",
+								1, types, values, NULL, NULL, NULL);
+		ColcryptCatalogExec(activate ?
+							"INSERT INTO colcrypt.data_key_version"
 							" (key_id, version, state, master_key, wrapped_key, wrap_meta, activated_at)"
-							" VALUES ($1, $2, 'active', $3, $4, $5, now())",
+							" VALUES ($1, $2, 'active', $3, $4, $5, now())" :
+							"INSERT INTO colcrypt.data_key_version"
+							" (key_id, version, state, master_key, wrapped_key, wrap_meta)"
+							" VALUES ($1, $2, 'pre-activation', $3, $4, $5)",
 							5, types, values, nulls, NULL, NULL);
 	}
 	ColcryptCatalogChanged();
-	ColcryptAudit("rotate", "key", name, newver, true,
-				  oldver > 0 ? psprintf("version %d deactivated", oldver) : NULL);
+	ColcryptAuditAction("rotate", "key", name, newver,
+						!activate ? "new version in pre-activation" :
+						oldver > 0 ? psprintf("version %d deactivated", oldver) : NULL);
 	PG_RETURN_INT32(newver);
 }
 
@@ -587,23 +602,31 @@ change_grant(FunctionCallInfo fcinfo, bool grant)
 								3, types, values, NULL, NULL, NULL);
 	}
 	ColcryptCatalogChanged();
-	ColcryptAudit(grant ? "grant" : "revoke", "key", name, 0, true,
-				  psprintf("%s %s %s", privname, grant ? "to" : "from", grantee_name));
+	ColcryptAuditAction(grant ? "grant" : "revoke", "key", name, 0,
+						psprintf("%s %s %s", privname, grant ? "to" : "from", grantee_name));
 	PG_RETURN_VOID();
 }
 
-PG_FUNCTION_INFO_V1(colcrypt_grant_key);
 
-Datum
-colcrypt_grant_key(PG_FUNCTION_ARGS)
+static Datum
+grant_key_body(FunctionCallInfo fcinfo)
 {
 	return change_grant(fcinfo, true);
 }
 
-PG_FUNCTION_INFO_V1(colcrypt_revoke_key);
 
-Datum
-colcrypt_revoke_key(PG_FUNCTION_ARGS)
+static Datum
+revoke_key_body(FunctionCallInfo fcinfo)
 {
 	return change_grant(fcinfo, false);
 }
+
+AUDITED_FN(colcrypt_add_provider, add_provider_body, "create", "provider")
+AUDITED_FN(colcrypt_alter_provider, alter_provider_body, "alter", "provider")
+AUDITED_FN(colcrypt_drop_provider, drop_provider_body, "drop", "provider")
+AUDITED_FN(colcrypt_add_master_key, add_master_key_body, "create", "master_key")
+AUDITED_FN(colcrypt_drop_master_key, drop_master_key_body, "drop", "master_key")
+AUDITED_FN(colcrypt_rotate_key, rotate_key_body, "rotate", "key")
+AUDITED_FN(colcrypt_grant_key, grant_key_body, "grant", "key")
+AUDITED_FN(colcrypt_revoke_key, revoke_key_body, "revoke", "key")
+AUDITED_FN(colcrypt_create_key, create_key_body, "create", "key")

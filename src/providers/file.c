@@ -774,6 +774,49 @@ file_unwrap(void *handle, const ColcryptWrapContext *ctx,
 	return true;
 }
 
+static bool
+file_rotate_cmk(void *handle, const char *key_ref, char **new_version,
+				ColcryptProviderError *err)
+{
+	FileHandle *h = handle;
+	Keyring		kr;
+	int			lockfd;
+	Cmk		   *newest;
+	Cmk		   *c;
+	bool		ok;
+
+	if ((lockfd = lock_keyring(h->path, err)) < 0)
+		return false;
+	if (!read_keyring(h->path, &kr, err))
+	{
+		unlock_keyring(lockfd);
+		return false;
+	}
+	newest = find_cmk(&kr, key_ref, 0);
+	if (newest == NULL)
+	{
+		ColcryptProviderSetError(err, ERRCODE_UNDEFINED_OBJECT,
+								 "master key not found in the keyring", NULL);
+		keyring_free(&kr);
+		unlock_keyring(lockfd);
+		return false;
+	}
+	kr.cmks = repalloc(kr.cmks, sizeof(Cmk) * (kr.ncmks + 1));
+	c = &kr.cmks[kr.ncmks];
+	newest = find_cmk(&kr, key_ref, 0);		/* repalloc may have moved it */
+	c->name = pstrdup(key_ref);
+	c->version = newest->version + 1;
+	ok = cc_random(c->key, sizeof(c->key)) == CC_OK;
+	kr.ncmks++;
+	if (!ok)
+		ColcryptProviderSetError(err, ERRCODE_INTERNAL_ERROR, "could not generate a master key", NULL);
+	else if ((ok = write_keyring(h->path, &kr, err)))
+		*new_version = psprintf("cmk_version=%u", c->version);
+	keyring_free(&kr);
+	unlock_keyring(lockfd);
+	return ok;
+}
+
 static Jsonb *
 file_describe(Jsonb *options)
 {
@@ -789,5 +832,6 @@ const ColcryptProviderOps colcrypt_file_provider = {
 	.wrap = file_wrap,
 	.unwrap = file_unwrap,
 	.ensure_cmk = file_ensure_cmk,
+	.rotate_cmk = file_rotate_cmk,
 	.describe = file_describe,
 };

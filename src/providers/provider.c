@@ -247,3 +247,22 @@ ColcryptProviderEnsureCmk(const char *provider, const char *kind,
 	ColcryptKeyCacheCountProviderCall(false);
 	return created;
 }
+
+char *
+ColcryptProviderRotateCmk(const char *provider, const char *kind,
+						  Jsonb *options, const char *key_ref)
+{
+	HandleEntry *e = get_handle(provider, kind, options);
+	ColcryptProviderError err = {0};
+	char	   *new_version = NULL;
+
+	if (e->ops->rotate_cmk == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("key provider \"%s\" (%s) has no versions of a master key", provider, kind),
+				 errhint("Name a new provider or key_ref to re-wrap under another master key.")));
+	if (!e->ops->rotate_cmk(e->handle, key_ref, &new_version, &err))
+		raise_failure(provider, e, "make a new master key version", &err);
+	ColcryptKeyCacheCountProviderCall(false);
+	return new_version;
+}

@@ -82,6 +82,8 @@ CREATE TABLE colcrypt.audit_event (
     object_name   text,
     key_version   integer,
     success       boolean NOT NULL,
+    outcome       text NOT NULL DEFAULT 'ok'
+                  CHECK (outcome IN ('ok', 'failed', 'rolled back', 'denied', 'warning')),
     detail        text,
     backend_pid   integer NOT NULL DEFAULT pg_backend_pid()
 );
@@ -122,9 +124,21 @@ CREATE FUNCTION colcrypt.create_key(name text, master_key text)
     RETURNS integer AS 'MODULE_PATHNAME', 'colcrypt_create_key' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION colcrypt.create_key(text, text) IS 'Create a data key (version 1, active), wrapped by a master key';
 
-CREATE FUNCTION colcrypt.rotate_key(name text)
-    RETURNS integer AS 'MODULE_PATHNAME', 'colcrypt_rotate_key' LANGUAGE C VOLATILE STRICT;
-COMMENT ON FUNCTION colcrypt.rotate_key(text) IS 'Make a new active version of a data key; the previous active version becomes deactivated (decrypt only)';
+CREATE FUNCTION colcrypt.rotate_key(name text, activate boolean DEFAULT true)
+    RETURNS integer AS 'MODULE_PATHNAME', 'colcrypt_rotate_key' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION colcrypt.rotate_key(text, boolean) IS 'Make a new version of a data key: active (the previous active version becomes deactivated, decrypt only), or with activate => false in pre-activation';
+
+CREATE FUNCTION colcrypt.set_key_state(name text, version integer, state text, force boolean DEFAULT false)
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_set_key_state' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION colcrypt.set_key_state(text, integer, text, boolean) IS 'Move a data key version through the NIST SP 800-57 states; destroyed wipes the wrapped key (crypto-shredding), and needs force while values still use the version';
+
+CREATE FUNCTION colcrypt.rotate_master_key(name text, new_provider text DEFAULT NULL, new_key_ref text DEFAULT NULL)
+    RETURNS integer AS 'MODULE_PATHNAME', 'colcrypt_rotate_master_key' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION colcrypt.rotate_master_key(text, text, text) IS 'Re-wrap every data key version of a master key under a new CMK (or the newest version of its CMK), in one transaction, without touching table data; returns the number re-wrapped';
+
+CREATE FUNCTION colcrypt.encrypt_column(tbl regclass, col name, key text DEFAULT NULL, deterministic boolean DEFAULT false)
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_encrypt_column' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION colcrypt.encrypt_column(regclass, name, text, boolean) IS 'Turn a plaintext column into its encrypted type in place, with the named key or the table''s own key (created when missing)';
 
 CREATE FUNCTION colcrypt.grant_key(name text, grantee regrole, privilege text)
     RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_grant_key' LANGUAGE C VOLATILE;
@@ -136,7 +150,151 @@ CREATE FUNCTION colcrypt.revoke_key(name text, grantee regrole, privilege text)
 REVOKE EXECUTE ON FUNCTION colcrypt.add_provider(text, text, jsonb),
     colcrypt.alter_provider(text, jsonb), colcrypt.drop_provider(text),
     colcrypt.add_master_key(text, text, text, boolean), colcrypt.drop_master_key(text),
+    colcrypt.rotate_master_key(text, text, text),
     colcrypt.create_key(text, text) FROM PUBLIC;
+-- rotate_key, set_key_state, grant_key and revoke_key check key ownership;
+-- encrypt_column checks table ownership and the encrypt privilege.
+
+------------------------------------------------------------------------
+-- Re-encryption: values not under their key's active version are
+-- rewritten in batches that each commit.
+------------------------------------------------------------------------
+
+CREATE FUNCTION colcrypt._is_encrypted_type(oid) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'colcrypt_is_encrypted_type' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION colcrypt._stale(anyelement) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'colcrypt_stale' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION colcrypt._reencrypt(anyelement) RETURNS anyelement
+    AS 'MODULE_PATHNAME', 'colcrypt_reencrypt_value' LANGUAGE C VOLATILE STRICT PARALLEL SAFE COST 50;
+CREATE FUNCTION colcrypt._key_version(anyelement) RETURNS integer
+    AS 'MODULE_PATHNAME', 'colcrypt_key_version' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION colcrypt._key_id(anyelement) RETURNS integer
+    AS 'MODULE_PATHNAME', 'colcrypt_key_id_of' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION colcrypt._progress(relid oid, phase text, total bigint, done bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'colcrypt_progress_report' LANGUAGE C VOLATILE;
+CREATE FUNCTION colcrypt._progress_rows(OUT pid integer, OUT relid oid, OUT phase text,
+        OUT rows_total bigint, OUT rows_done bigint, OUT started_at timestamptz, OUT updated_at timestamptz)
+    RETURNS SETOF record AS 'MODULE_PATHNAME', 'colcrypt_progress_rows' LANGUAGE C VOLATILE;
+
+CREATE VIEW colcrypt.reencrypt_progress AS
+    SELECT pid, relid::regclass AS relation, phase, rows_total, rows_done,
+           CASE WHEN rows_total > 0 THEN round(100.0 * least(rows_done, rows_total) / rows_total, 1) END AS percent,
+           started_at, updated_at
+      FROM colcrypt._progress_rows();
+COMMENT ON VIEW colcrypt.reencrypt_progress IS 'One row per running colcrypt.reencrypt, like pg_stat_progress_*';
+
+CREATE PROCEDURE colcrypt.reencrypt(tbl regclass, batch_size integer DEFAULT 10000)
+LANGUAGE plpgsql AS $reencrypt$
+DECLARE
+    cols        text[];
+    stale_cond  text;
+    set_list    text;
+    total       bigint;
+    done        bigint := 0;
+    updated     bigint;
+    remaining   bigint := 0;
+    pages       bigint;
+    step        bigint;
+    blk         bigint;
+    pass        integer := 0;
+    superuser   boolean := (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user);
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
+    END IF;
+    SELECT array_agg(pg_catalog.quote_ident(attname::text) ORDER BY attnum) INTO cols
+      FROM pg_catalog.pg_attribute
+     WHERE attrelid = tbl AND attnum > 0 AND NOT attisdropped
+       AND colcrypt._is_encrypted_type(atttypid);
+    IF cols IS NULL THEN
+        RAISE NOTICE 'reencrypt %: no encrypted columns', tbl;
+        RETURN;
+    END IF;
+    SELECT string_agg(format('colcrypt._stale(%s)', c), ' OR '),
+           string_agg(format('%1$s = colcrypt._reencrypt(%1$s)', c), ', ')
+      INTO stale_cond, set_list FROM unnest(cols) c;
+
+    PERFORM colcrypt._progress(tbl, 'counting', 0, 0);
+    EXECUTE format('SELECT count(*) FROM %s WHERE %s', tbl, stale_cond) INTO total;
+    RAISE NOTICE 'reencrypt %: % rows hold values not under their key''s active version', tbl, total;
+    COMMIT;
+
+    -- Passes over the table in block ranges of about batch_size rows.  Rows
+    -- locked by other transactions are skipped (no waiting, no deadlock)
+    -- and caught by a later pass, as are rows others moved meanwhile.
+    WHILE total > 0 LOOP
+        pass := pass + 1;
+        blk := 0;
+        LOOP
+            pages := pg_catalog.pg_relation_size(tbl) / current_setting('block_size')::integer;
+            EXIT WHEN blk >= pages;
+            step := greatest(1, batch_size / greatest(1.0,
+                        (SELECT CASE WHEN relpages > 0 THEN reltuples / relpages ELSE 100 END
+                           FROM pg_catalog.pg_class WHERE oid = tbl)))::bigint;
+            IF superuser THEN
+                -- Re-encryption is not an application update: no user triggers.
+                PERFORM set_config('session_replication_role', 'replica', true);
+            END IF;
+            EXECUTE format('UPDATE %1$s t SET %2$s FROM (SELECT ctid FROM %1$s'
+                           ' WHERE ctid >= $1 AND ctid < $2 AND (%3$s) FOR UPDATE SKIP LOCKED) b'
+                           ' WHERE t.ctid = b.ctid', tbl, set_list, stale_cond)
+              USING format('(%s,0)', blk)::tid, format('(%s,0)', blk + step)::tid;
+            GET DIAGNOSTICS updated = ROW_COUNT;
+            done := done + updated;
+            blk := blk + step;
+            PERFORM colcrypt._progress(tbl, format('pass %s', pass), total, done);
+            COMMIT;
+            IF updated > 0 THEN
+                RAISE NOTICE 'reencrypt %: % of % rows (% %%)', tbl, done, total,
+                    round(100.0 * least(done, total) / total, 1);
+            END IF;
+        END LOOP;
+        EXECUTE format('SELECT count(*) FROM %s WHERE %s', tbl, stale_cond) INTO remaining;
+        EXIT WHEN remaining = 0 OR pass >= 10;
+        total := done + remaining;
+    END LOOP;
+    PERFORM colcrypt._progress(tbl, NULL, 0, 0);
+    IF remaining > 0 THEN
+        RAISE WARNING 'reencrypt %: % rows still locked by other transactions', tbl, remaining
+            USING HINT = 'Run colcrypt.reencrypt again to finish.';
+    END IF;
+    RAISE NOTICE 'reencrypt %: done, % rows re-encrypted', tbl, done;
+END
+$reencrypt$;
+COMMENT ON PROCEDURE colcrypt.reencrypt(regclass, integer) IS 'Rewrite every value of a table that is not under its key''s active version, in batches that each commit; safe beside concurrent reads and writes, resumable';
+
+-- Where values of a key version are, for destroying it (as the owner: it
+-- must see every table).
+CREATE FUNCTION colcrypt._version_usage(key_id integer, version integer,
+        OUT relation text, OUT col text, OUT n bigint)
+    RETURNS SETOF record LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $usage$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT a.attrelid::regclass AS rel, a.attname
+               FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+              WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'm')
+                AND a.atttypmod >= 0 AND (a.atttypmod >> 2) = _version_usage.key_id
+                AND colcrypt._is_encrypted_type(a.atttypid)
+              ORDER BY 1, 2
+    LOOP
+        relation := r.rel::text;
+        col := r.attname;
+        EXECUTE format('SELECT count(*) FROM ONLY %s WHERE colcrypt._key_id(%I) = $1 AND colcrypt._key_version(%I) = $2',
+                       r.rel, r.attname, r.attname)
+          INTO n USING _version_usage.key_id, _version_usage.version;
+        RETURN NEXT;
+    END LOOP;
+END
+$usage$;
+REVOKE EXECUTE ON FUNCTION colcrypt._version_usage(integer, integer) FROM PUBLIC;
+
+CREATE FUNCTION colcrypt.audit_flush(timeout_ms integer DEFAULT 10000) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'colcrypt_audit_flush' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION colcrypt.audit_flush(integer) IS 'Wait until the audit events of this database queued so far are in colcrypt.audit_log';
+CREATE FUNCTION colcrypt._audit_queue(OUT waiting integer, OUT dropped bigint, OUT writers integer)
+    RETURNS record AS 'MODULE_PATHNAME', 'colcrypt_audit_queue_stats' LANGUAGE C VOLATILE;
+CREATE VIEW colcrypt.audit_queue AS SELECT * FROM colcrypt._audit_queue();
 
 ------------------------------------------------------------------------
 -- Views
@@ -185,12 +343,14 @@ CREATE VIEW colcrypt.key_cache_contents AS
 
 CREATE VIEW colcrypt.audit_log AS
     SELECT id, at, role_name, session_role, action, object_type, object_name,
-           key_version, success, detail, backend_pid
+           key_version, outcome, success, detail, backend_pid
       FROM colcrypt.audit_event;
 
 GRANT USAGE ON SCHEMA colcrypt TO PUBLIC;
 GRANT SELECT ON colcrypt.providers, colcrypt.master_keys, colcrypt.keys,
     colcrypt.key_grants, colcrypt.key_cache, colcrypt.key_cache_contents TO PUBLIC;
+-- (colcrypt.reencrypt_progress and colcrypt.audit_queue are granted below,
+-- where they are created.)
 -- colcrypt.audit_log is for the extension owner and whom it grants SELECT.
 
 ------------------------------------------------------------------------

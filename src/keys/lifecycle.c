@@ -1,0 +1,926 @@
+/*-------------------------------------------------------------------------
+ *
+ * lifecycle.c
+ *	  The life of keys: NIST SP 800-57 states and crypto-shredding, master
+ *	  key rotation without touching table data, the pieces of online
+ *	  re-encryption, and turning a plaintext column into an encrypted one.
+ *
+ * States of a data key version and the legal transitions:
+ *
+ *	 pre-activation --> active --> deactivated --> destroyed
+ *	 pre-activation ------------------------------> destroyed
+ *	 pre-activation, active, deactivated --> compromised --> destroyed-compromised
+ *
+ * Activating a version deactivates the active one (a key has at most one).
+ * Active encrypts and decrypts; deactivated and compromised decrypt only
+ * (compromised with a WARNING and an audit row); the others do neither.
+ * Destroying overwrites the wrapped key in place in the catalog (so no dead
+ * row version keeps it), then records the state, and wipes the key from the
+ * shared cache; every backend drops its own context of it at its next key
+ * use.  Destroying a version that values still use needs force.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "colcrypt/colcrypt.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "colcrypt/audit.h"
+#include "colcrypt/catalog.h"
+#include "colcrypt/keys.h"
+#include "colcrypt/lifecycle.h"
+#include "colcrypt/provider.h"
+#include "colcrypt/types.h"
+#include "executor/spi.h"
+#include "parser/parse_relation.h"
+#include "utils/array.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+
+#include "../types/enctype_int.h"
+
+#define AUDITED_FN(sqlname, body, action, object_type) \
+	PG_FUNCTION_INFO_V1(sqlname); \
+	Datum sqlname(PG_FUNCTION_ARGS) \
+	{ \
+		return ColcryptAudited(fcinfo, action, object_type, body); \
+	}
+
+static char *
+text_arg(FunctionCallInfo fcinfo, int n, const char *what)
+{
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	return text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
+static void
+require_key_owner(ColcryptKeyMeta *meta, const char *what)
+{
+	if (!superuser() && !(OidIsValid(meta->owner) && has_privs_of_role(GetUserId(), meta->owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be the owner of data key \"%s\" to %s it", meta->name, what)));
+}
+
+/* ----------------------------------------------------------------------
+ * States
+ * ----------------------------------------------------------------------
+ */
+
+static bool
+transition_legal(ColcryptKeyState from, ColcryptKeyState to)
+{
+	switch (to)
+	{
+		case COLCRYPT_KEY_ACTIVE:
+			return from == COLCRYPT_KEY_PRE_ACTIVATION;
+		case COLCRYPT_KEY_DEACTIVATED:
+			return from == COLCRYPT_KEY_ACTIVE;
+		case COLCRYPT_KEY_DESTROYED:
+			return from == COLCRYPT_KEY_DEACTIVATED || from == COLCRYPT_KEY_PRE_ACTIVATION;
+		case COLCRYPT_KEY_COMPROMISED:
+			return from == COLCRYPT_KEY_PRE_ACTIVATION || from == COLCRYPT_KEY_ACTIVE ||
+				from == COLCRYPT_KEY_DEACTIVATED;
+		case COLCRYPT_KEY_DESTROYED_COMPROMISED:
+			return from == COLCRYPT_KEY_COMPROMISED;
+		case COLCRYPT_KEY_PRE_ACTIVATION:
+			return false;
+	}
+	return false;
+}
+
+/* Versions destroyed in this transaction whose bytes are already gone. */
+static List *shredded = NIL;
+static bool shred_callback_registered = false;
+
+static void
+shred_xact_cb(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	if (shredded == NIL)
+		return;
+	if (event == XACT_EVENT_ABORT)
+	{
+		foreach(lc, shredded)
+			ereport(WARNING,
+					(errmsg("the transaction that destroyed %s rolled back after the wrapped key was overwritten",
+							(char *) lfirst(lc)),
+					 errdetail("That version can no longer be unwrapped; its state was not changed."),
+					 errhint("Run colcrypt.set_key_state() again to record it as destroyed.")));
+	}
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_COMMIT)
+	{
+		list_free_deep(shredded);
+		shredded = NIL;
+	}
+}
+
+/*
+ * Overwrite the wrapped key bytes of (key_id, version) with zeros, in place:
+ * not transactional, so that no row version keeps them.
+ */
+static void
+overwrite_wrapped_key(const char *keyname, uint32 key_id, int32 version)
+{
+	Oid			relid = ColcryptCatalogRelid("data_key_version");
+	Oid			idxid = ColcryptCatalogRelid("data_key_version_pkey");
+	Relation	rel;
+	ScanKeyData keys[2];
+	HeapTuple	tup;
+	void	   *state;
+	AttrNumber	attno;
+	bool		isnull;
+	Datum		d;
+
+	rel = table_open(relid, RowExclusiveLock);
+	attno = attnameAttNum(rel, "wrapped_key", false);
+	ScanKeyInit(&keys[0], attnameAttNum(rel, "key_id", false), BTEqualStrategyNumber,
+				F_INT4EQ, Int32GetDatum((int32) key_id));
+	ScanKeyInit(&keys[1], attnameAttNum(rel, "version", false), BTEqualStrategyNumber,
+				F_INT4EQ, Int32GetDatum(version));
+	systable_inplace_update_begin(rel, idxid, true, NULL, 2, keys, &tup, &state);
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "data key version %u/%d vanished", key_id, version);
+	d = heap_getattr(tup, attno, RelationGetDescr(rel), &isnull);
+	/* Out of line or compressed it cannot be overwritten where it lies. */
+	if (!isnull && (VARATT_IS_EXTERNAL(DatumGetPointer(d)) ||
+					VARATT_IS_COMPRESSED(DatumGetPointer(d))))
+		isnull = true;
+	if (isnull)
+	{
+		systable_inplace_update_cancel(state);
+		table_close(rel, RowExclusiveLock);
+		return;
+	}
+	cc_wipe(VARDATA_ANY(DatumGetPointer(d)), VARSIZE_ANY_EXHDR(DatumGetPointer(d)));
+	systable_inplace_update_finish(state, tup);
+	table_close(rel, RowExclusiveLock);
+
+	if (!shred_callback_registered)
+	{
+		RegisterXactCallback(shred_xact_cb, NULL);
+		shred_callback_registered = true;
+	}
+	shredded = lappend(shredded, MemoryContextStrdup(TopMemoryContext,
+													 psprintf("data key \"%s\" version %d", keyname, version)));
+}
+
+/* Values still under (key_id, version) in tables, and where. */
+static int64
+version_usage(uint32 key_id, int32 version, char **where)
+{
+	Oid			types[2] = {INT4OID, INT4OID};
+	Datum		values[2] = {Int32GetDatum((int32) key_id), Int32GetDatum(version)};
+	Datum		d;
+	bool		isnull;
+
+	ColcryptCatalogExec("SELECT string_agg(format('%s.%s: %s', relation, col, n), ', ' ORDER BY relation, col)"
+						" FROM colcrypt._version_usage($1, $2) WHERE n > 0",
+						2, types, values, NULL, &d, &isnull);
+	*where = isnull ? NULL : TextDatumGetCString(d);
+	ColcryptCatalogExec("SELECT coalesce(sum(n), 0)::int8 FROM colcrypt._version_usage($1, $2)",
+						2, types, values, NULL, &d, &isnull);
+	return DatumGetInt64(d);
+}
+
+
+static Datum
+set_key_state_body(FunctionCallInfo fcinfo)
+{
+	char	   *name = text_arg(fcinfo, 0, "data key name");
+	int32		version;
+	char	   *statename = text_arg(fcinfo, 2, "state");
+	bool		force = PG_NARGS() > 3 && !PG_ARGISNULL(3) && PG_GETARG_BOOL(3);
+	ColcryptKeyState to;
+	ColcryptKeyState from;
+	ColcryptKeyMeta *meta;
+	uint32		key_id;
+	char		keyname[NAMEDATALEN];
+	Oid			types[3] = {INT4OID, INT4OID, TEXTOID};
+	Datum		values[3];
+
+	ColcryptRequirePreload();
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("version must not be null")));
+	version = PG_GETARG_INT32(1);
+	if (!ColcryptKeyStateFromName(statename, &to))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown key state \"%s\"", statename),
+				 errhint("States: pre-activation, active, deactivated, compromised, destroyed, destroyed-compromised.")));
+	meta = ColcryptGetKeyMetaByName(name, false);
+	require_key_owner(meta, "change the state of");
+	key_id = meta->key_id;
+	strlcpy(keyname, meta->name, sizeof(keyname));
+
+	/* Lock the version's row and read its state as committed. */
+	values[0] = Int32GetDatum((int32) key_id);
+	values[1] = Int32GetDatum(version);
+	{
+		Datum		d;
+		bool		isnull;
+
+		ColcryptCatalogExec("SELECT state FROM colcrypt.data_key_version"
+							" WHERE key_id = $1 AND version = $2 FOR UPDATE",
+							2, types, values, NULL, &d, &isnull);
+		if (isnull)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("data key \"%s\" has no version %d", keyname, version)));
+		(void) ColcryptKeyStateFromName(TextDatumGetCString(d), &from);
+	}
+	if (from == to)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("data key \"%s\" version %d is already %s", keyname, version,
+						ColcryptKeyStateName(to))));
+	if (!transition_legal(from, to))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("data key \"%s\" version %d cannot go from %s to %s",
+						keyname, version, ColcryptKeyStateName(from), ColcryptKeyStateName(to)),
+				 errdetail("Legal transitions: pre-activation to active, compromised or destroyed; active to deactivated or compromised; deactivated to destroyed or compromised; compromised to destroyed-compromised.")));
+
+	if (to == COLCRYPT_KEY_DESTROYED || to == COLCRYPT_KEY_DESTROYED_COMPROMISED)
+	{
+		char	   *where;
+		int64		used = version_usage(key_id, version, &where);
+
+		if (used > 0 && !force)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("data key \"%s\" version %d still encrypts " INT64_FORMAT " values",
+							keyname, version, used),
+					 errdetail("Values under it: %s.", where),
+					 errhint("Re-encrypt them with CALL colcrypt.reencrypt(table), or destroy with force => true to shred them.")));
+		if (used > 0)
+			ereport(NOTICE,
+					(errmsg("shredding " INT64_FORMAT " values under data key \"%s\" version %d",
+							used, keyname, version),
+					 errdetail("Values under it: %s. They can never be decrypted again.", where)));
+		/* Every check passed: overwrite the key bytes, then record the state. */
+		overwrite_wrapped_key(keyname, key_id, version);
+		values[2] = CStringGetTextDatum(ColcryptKeyStateName(to));
+		ColcryptCatalogExec("UPDATE colcrypt.data_key_version SET state = $3, wrapped_key = NULL,"
+							" destroyed_at = now() WHERE key_id = $1 AND version = $2",
+							3, types, values, NULL, NULL, NULL);
+		ColcryptForgetAtCommit(key_id, version);
+		ColcryptDekForget(key_id, version);
+	}
+	else
+	{
+		values[2] = CStringGetTextDatum(ColcryptKeyStateName(to));
+		if (to == COLCRYPT_KEY_ACTIVE)
+			ColcryptCatalogExec("UPDATE colcrypt.data_key_version SET state = 'deactivated', deactivated_at = now()"
+								" WHERE key_id = $1 AND state = 'active'",
+								1, types, values, NULL, NULL, NULL);
+		ColcryptCatalogExec("UPDATE colcrypt.data_key_version SET state = $3,"
+							" activated_at = CASE WHEN $3 = 'active' THEN now() ELSE activated_at END,"
+							" deactivated_at = CASE WHEN $3 = 'deactivated' THEN now() ELSE deactivated_at END,"
+							" compromised_at = CASE WHEN $3 = 'compromised' THEN now() ELSE compromised_at END"
+							" WHERE key_id = $1 AND version = $2",
+							3, types, values, NULL, NULL, NULL);
+	}
+	ColcryptCatalogChanged();
+	ColcryptAuditAction("state", "key", keyname, version,
+						psprintf("%s to %s%s", ColcryptKeyStateName(from), ColcryptKeyStateName(to),
+								 force ? " (forced)" : ""));
+	PG_RETURN_VOID();
+}
+
+/* ----------------------------------------------------------------------
+ * Master key rotation
+ * ----------------------------------------------------------------------
+ */
+
+typedef struct MasterKeyRow
+{
+	char	   *provider;
+	char	   *key_ref;
+	char	   *kind;
+	Jsonb	   *options;
+} MasterKeyRow;
+
+static bool
+fetch_master_key(const char *name, const char *provider_override, MasterKeyRow *row)
+{
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', ' '};
+	Datum		d;
+	bool		isnull;
+	Jsonb	   *arr;
+	JsonbValue *v;
+
+	values[0] = CStringGetTextDatum(name);
+	values[1] = provider_override ? CStringGetTextDatum(provider_override) : (Datum) 0;
+	nulls[1] = provider_override ? ' ' : 'n';
+	ColcryptCatalogExec("SELECT jsonb_build_array(p.name, m.key_ref, p.kind, p.options)"
+						" FROM colcrypt.master_key m JOIN colcrypt.provider p"
+						"   ON p.name = coalesce($2, m.provider) WHERE m.name = $1",
+						2, types, values, nulls, &d, &isnull);
+	if (isnull)
+		return false;
+	arr = DatumGetJsonbP(d);
+	v = getIthJsonbValueFromContainer(&arr->root, 0);
+	row->provider = pnstrdup(v->val.string.val, v->val.string.len);
+	v = getIthJsonbValueFromContainer(&arr->root, 1);
+	row->key_ref = pnstrdup(v->val.string.val, v->val.string.len);
+	v = getIthJsonbValueFromContainer(&arr->root, 2);
+	row->kind = pnstrdup(v->val.string.val, v->val.string.len);
+	v = getIthJsonbValueFromContainer(&arr->root, 3);
+	row->options = JsonbValueToJsonb(v);
+	return true;
+}
+
+
+/*
+ * Re-wrap every data key version of a master key under a new CMK (another
+ * provider and/or key_ref), or under a new version of the same CMK.  One
+ * transaction: if the provider fails half-way, nothing changes.  Table data
+ * is not touched: the data keys stay the same.
+ */
+static Datum
+rotate_master_key_body(FunctionCallInfo fcinfo)
+{
+	char	   *name = text_arg(fcinfo, 0, "master key name");
+	char	   *new_provider = PG_NARGS() > 1 && !PG_ARGISNULL(1) ? text_to_cstring(PG_GETARG_TEXT_PP(1)) : NULL;
+	char	   *new_key_ref = PG_NARGS() > 2 && !PG_ARGISNULL(2) ? text_to_cstring(PG_GETARG_TEXT_PP(2)) : NULL;
+	MasterKeyRow old;
+	MasterKeyRow target;
+	char	   *cmk_version = NULL;
+	int			count = 0;
+	Oid			types[4] = {TEXTOID, INT4OID, INT4OID, BYTEAOID};
+	Datum		values[4];
+
+	ColcryptRequirePreload();
+	if (!fetch_master_key(name, NULL, &old))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("master key \"%s\" does not exist", name)));
+	if (new_provider != NULL && !fetch_master_key(name, new_provider, &target))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("key provider \"%s\" does not exist", new_provider)));
+	if (new_provider == NULL)
+		target = old;
+	if (new_key_ref != NULL)
+		target.key_ref = new_key_ref;
+
+	/* Lock the master key: concurrent rotations of it queue up. */
+	values[0] = CStringGetTextDatum(name);
+	ColcryptCatalogExec("SELECT 1 FROM colcrypt.master_key WHERE name = $1 FOR UPDATE",
+						1, types, values, NULL, NULL, NULL);
+
+	if (new_provider == NULL && new_key_ref == NULL)
+		cmk_version = ColcryptProviderRotateCmk(target.provider, target.kind, target.options,
+												target.key_ref);
+	else
+	{
+		bool		created = ColcryptProviderEnsureCmk(target.provider, target.kind, target.options,
+														target.key_ref, strcmp(target.kind, "file") == 0);
+
+		if (created)
+			ereport(NOTICE,
+					(errmsg("created customer master key \"%s\" in provider \"%s\"",
+							target.key_ref, target.provider)));
+	}
+
+	/* Each version: unwrap (cache or old CMK), wrap under the new one. */
+	{
+		List	   *rows = NIL;
+		ListCell   *lc;
+
+		/* The versions it wraps, read as the catalog owner. */
+		{
+			Datum		d;
+			bool		isnull;
+
+			ColcryptCatalogExec("SELECT coalesce(array_agg(((key_id::int8 << 32) | version::int8) ORDER BY key_id, version), '{}')"
+								" FROM colcrypt.data_key_version WHERE master_key = $1 AND wrapped_key IS NOT NULL",
+								1, types, values, NULL, &d, &isnull);
+			{
+				ArrayType  *arr = DatumGetArrayTypeP(d);
+				Datum	   *elems;
+				int			nelems;
+
+				deconstruct_array(arr, INT8OID, 8, true, TYPALIGN_DOUBLE, &elems, NULL, &nelems);
+				for (int i = 0; i < nelems; i++)
+				{
+					int64	   *kv = palloc(sizeof(int64));
+
+					*kv = DatumGetInt64(elems[i]);
+					rows = lappend(rows, kv);
+				}
+			}
+		}
+		foreach(lc, rows)
+		{
+			int64		kv = *(int64 *) lfirst(lc);
+			uint32		key_id = (uint32) (kv >> 32);
+			int32		version = (int32) (uint32) kv;
+			uint8		dek[CC_DEK_LEN];
+			StringInfoData wrapped;
+			char	   *wrap_meta = NULL;
+			ColcryptWrapContext ctx;
+			bytea	   *blob;
+
+			ColcryptDekBytes(key_id, (uint32) version, dek);
+			ctx.key_ref = target.key_ref;
+			ctx.key_id = key_id;
+			ctx.key_version = (uint32) version;
+			initStringInfo(&wrapped);
+			PG_TRY();
+			{
+				uint8		check[CC_DEK_LEN];
+
+				ColcryptProviderWrap(target.provider, target.kind, target.options, &ctx,
+									 dek, sizeof(dek), &wrapped, &wrap_meta);
+				ColcryptProviderUnwrap(target.provider, target.kind, target.options, &ctx,
+									   (uint8 *) wrapped.data, wrapped.len, wrap_meta,
+									   check, sizeof(check));
+				if (cc_memcmp_ct(check, dek, sizeof(dek)) != 0)
+					ereport(ERROR,
+							(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+							 errmsg("key provider \"%s\" returned a different key than it wrapped",
+									target.provider)));
+				cc_wipe(check, sizeof(check));
+			}
+			PG_FINALLY();
+			{
+				cc_wipe(dek, sizeof(dek));
+			}
+			PG_END_TRY();
+
+			blob = palloc(VARHDRSZ + wrapped.len);
+			SET_VARSIZE(blob, VARHDRSZ + wrapped.len);
+			memcpy(VARDATA(blob), wrapped.data, wrapped.len);
+			{
+				Oid			utypes[4] = {INT4OID, INT4OID, BYTEAOID, TEXTOID};
+				Datum		uvalues[4];
+				char		unulls[4] = {' ', ' ', ' ', ' '};
+
+				uvalues[0] = Int32GetDatum((int32) key_id);
+				uvalues[1] = Int32GetDatum(version);
+				uvalues[2] = PointerGetDatum(blob);
+				uvalues[3] = wrap_meta ? CStringGetTextDatum(wrap_meta) : (Datum) 0;
+				unulls[3] = wrap_meta ? ' ' : 'n';
+				ColcryptCatalogExec("UPDATE colcrypt.data_key_version SET wrapped_key = $3, wrap_meta = $4"
+									" WHERE key_id = $1 AND version = $2",
+									4, utypes, uvalues, unulls, NULL, NULL);
+			}
+			ColcryptAuditAction("rewrap", "key", key_label(key_id), version,
+								psprintf("under master key %s (%s %s)", name, target.provider, target.key_ref));
+			count++;
+		}
+	}
+
+	{
+		Oid			mtypes[3] = {TEXTOID, TEXTOID, TEXTOID};
+		Datum		mvalues[3];
+
+		mvalues[0] = CStringGetTextDatum(name);
+		mvalues[1] = CStringGetTextDatum(target.provider);
+		mvalues[2] = CStringGetTextDatum(target.key_ref);
+		ColcryptCatalogExec("UPDATE colcrypt.master_key SET provider = $2, key_ref = $3, rotated_at = now()"
+							" WHERE name = $1",
+							3, mtypes, mvalues, NULL, NULL, NULL);
+	}
+	ColcryptCatalogChanged();
+	ColcryptAuditAction("rotate", "master_key", name, 0,
+						psprintf("%d data key versions re-wrapped under %s %s%s%s", count,
+								 target.provider, target.key_ref,
+								 cmk_version ? " " : "", cmk_version ? cmk_version : ""));
+	PG_RETURN_INT32(count);
+}
+
+/* ----------------------------------------------------------------------
+ * Re-encryption: value helpers and progress
+ * ----------------------------------------------------------------------
+ */
+
+/* The envelope of an argument of an encrypted type. */
+static struct varlena *
+encrypted_arg(FunctionCallInfo fcinfo, cc_envelope *env)
+{
+	Oid			argtype = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	struct varlena *v;
+
+	if (!OidIsValid(argtype) || !ColcryptIsEncryptedType(argtype))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("argument must be of an encrypted type")));
+	v = PG_GETARG_VARLENA_PP(0);
+	parse_datum(v, env);
+	return v;
+}
+
+/*
+ * Whether a value is not under its key's active version but can be moved
+ * there: its own version still decrypts (not destroyed, not a version that
+ * was never used).
+ */
+static bool
+value_is_stale(const cc_envelope *env)
+{
+	ColcryptKeyMeta *meta;
+	ColcryptKeyVersionMeta *v;
+
+	if (env->key_id == CC_TRANSIT_KEY_ID)
+		return false;
+	meta = ColcryptGetKeyMeta(env->key_id, true);
+	if (meta == NULL || meta->active_version <= 0 ||
+		(int32) env->key_version == meta->active_version)
+		return false;
+	v = ColcryptFindVersion(meta, (int32) env->key_version);
+	return v != NULL && (v->state == COLCRYPT_KEY_DEACTIVATED ||
+						 v->state == COLCRYPT_KEY_COMPROMISED);
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_stale);
+
+Datum
+colcrypt_stale(PG_FUNCTION_ARGS)
+{
+	cc_envelope env;
+
+	(void) encrypted_arg(fcinfo, &env);
+	PG_RETURN_BOOL(value_is_stale(&env));
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_key_version);
+
+Datum
+colcrypt_key_version(PG_FUNCTION_ARGS)
+{
+	cc_envelope env;
+
+	(void) encrypted_arg(fcinfo, &env);
+	PG_RETURN_INT32((int32) env.key_version);
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_key_id_of);
+
+Datum
+colcrypt_key_id_of(PG_FUNCTION_ARGS)
+{
+	cc_envelope env;
+
+	(void) encrypted_arg(fcinfo, &env);
+	PG_RETURN_INT32((int32) env.key_id);
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_reencrypt_value);
+
+/* The value under its key's active version, same kind; unchanged if fresh. */
+Datum
+colcrypt_reencrypt_value(PG_FUNCTION_ARGS)
+{
+	cc_envelope env;
+	struct varlena *v = encrypted_arg(fcinfo, &env);
+	uint8	   *pt;
+	size_t		len;
+	struct varlena *res;
+
+	if (!value_is_stale(&env))
+		PG_RETURN_POINTER(v);
+	pt = open_envelope(&env, &len);
+	res = seal_with(desc_of(env.type), ColcryptDekForEncrypt(env.key_id),
+					env.alg == CC_ALG_AES256_SIV, pt, len);
+	pfree(pt);
+	PG_RETURN_POINTER(res);
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_is_encrypted_type);
+
+Datum
+colcrypt_is_encrypted_type(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(ColcryptIsEncryptedType(PG_GETARG_OID(0)));
+}
+
+#define PROGRESS_SLOTS 64
+
+typedef struct ProgressSlot
+{
+	int			pid;			/* 0: free */
+	Oid			dboid;
+	Oid			relid;
+	char		phase[32];
+	int64		total;
+	int64		done;
+	TimestampTz started;
+	TimestampTz updated;
+} ProgressSlot;
+
+typedef struct ProgressShared
+{
+	LWLock	   *lock;
+	ProgressSlot slots[PROGRESS_SLOTS];
+} ProgressShared;
+
+static ProgressShared *progress = NULL;
+
+void
+ColcryptLifecycleShmemRequest(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(ProgressShared)));
+	RequestNamedLWLockTranche("colcrypt_progress", 1);
+}
+
+void
+ColcryptLifecycleShmemStartup(void)
+{
+	bool		found;
+
+	progress = ShmemInitStruct("colcrypt reencrypt progress", sizeof(ProgressShared), &found);
+	if (!found)
+	{
+		memset(progress, 0, sizeof(ProgressShared));
+		progress->lock = &(GetNamedLWLockTranche("colcrypt_progress"))->lock;
+	}
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_progress_report);
+
+/* _progress(relid, phase, total, done): this backend's row; phase NULL ends it. */
+Datum
+colcrypt_progress_report(PG_FUNCTION_ARGS)
+{
+	ProgressSlot *mine = NULL;
+
+	ColcryptRequirePreload();
+	LWLockAcquire(progress->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < PROGRESS_SLOTS && mine == NULL; i++)
+		if (progress->slots[i].pid == MyProcPid)
+			mine = &progress->slots[i];
+	if (PG_ARGISNULL(1))
+	{
+		if (mine)
+			mine->pid = 0;
+		LWLockRelease(progress->lock);
+		PG_RETURN_VOID();
+	}
+	for (int i = 0; i < PROGRESS_SLOTS && mine == NULL; i++)
+		if (progress->slots[i].pid == 0)
+		{
+			mine = &progress->slots[i];
+			mine->started = GetCurrentTimestamp();
+		}
+	if (mine)
+	{
+		mine->pid = MyProcPid;
+		mine->dboid = MyDatabaseId;
+		mine->relid = PG_GETARG_OID(0);
+		text_to_cstring_buffer(PG_GETARG_TEXT_PP(1), mine->phase, sizeof(mine->phase));
+		mine->total = PG_GETARG_INT64(2);
+		mine->done = PG_GETARG_INT64(3);
+		mine->updated = GetCurrentTimestamp();
+	}
+	LWLockRelease(progress->lock);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_progress_rows);
+
+/* The rows behind colcrypt.reencrypt_progress (this database's). */
+Datum
+colcrypt_progress_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	ColcryptRequirePreload();
+	InitMaterializedSRF(fcinfo, 0);
+	LWLockAcquire(progress->lock, LW_SHARED);
+	for (int i = 0; i < PROGRESS_SLOTS; i++)
+	{
+		ProgressSlot *s = &progress->slots[i];
+		Datum		values[7];
+		bool		nulls[7] = {0};
+
+		if (s->pid == 0 || s->dboid != MyDatabaseId)
+			continue;
+		values[0] = Int32GetDatum(s->pid);
+		values[1] = ObjectIdGetDatum(s->relid);
+		values[2] = CStringGetTextDatum(s->phase);
+		values[3] = Int64GetDatum(s->total);
+		values[4] = Int64GetDatum(s->done);
+		values[5] = TimestampTzGetDatum(s->started);
+		values[6] = TimestampTzGetDatum(s->updated);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(progress->lock);
+	return (Datum) 0;
+}
+
+/* ----------------------------------------------------------------------
+ * Turning a plaintext column into an encrypted one
+ * ----------------------------------------------------------------------
+ */
+
+/* The encrypted type and the plain type to cast through, for a column type. */
+static bool
+encrypted_type_for(Oid typid, const char **enc, const char **plain)
+{
+	switch (getBaseType(typid))
+	{
+		case TEXTOID:
+		case VARCHAROID:
+		case BPCHAROID:
+		case NAMEOID:
+			*enc = "encrypted_text";
+			*plain = "text";
+			return true;
+		case BYTEAOID:
+			*enc = "encrypted_bytea";
+			*plain = "bytea";
+			return true;
+		case INT2OID:
+		case INT4OID:
+			*enc = "encrypted_int4";
+			*plain = "int4";
+			return true;
+		case INT8OID:
+			*enc = "encrypted_int8";
+			*plain = "int8";
+			return true;
+		case NUMERICOID:
+			*enc = "encrypted_numeric";
+			*plain = "numeric";
+			return true;
+		case FLOAT4OID:
+		case FLOAT8OID:
+			*enc = "encrypted_float8";
+			*plain = "float8";
+			return true;
+		case DATEOID:
+			*enc = "encrypted_date";
+			*plain = "date";
+			return true;
+		case TIMESTAMPTZOID:
+			*enc = "encrypted_timestamptz";
+			*plain = "timestamptz";
+			return true;
+		case JSONOID:
+		case JSONBOID:
+			*enc = "encrypted_jsonb";
+			*plain = "jsonb";
+			return true;
+	}
+	return false;
+}
+
+static char *default_master_key = NULL;
+
+/* The master key for a key encrypt_column creates. */
+static char *
+master_key_for_new_key(void)
+{
+	Datum		d;
+	bool		isnull;
+
+	if (default_master_key != NULL && default_master_key[0] != '\0')
+		return default_master_key;
+	ColcryptCatalogExec("SELECT CASE WHEN count(*) = 1 THEN min(name) END FROM colcrypt.master_key",
+						0, NULL, NULL, NULL, &d, &isnull);
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot choose a master key for the table's new data key"),
+				 errhint("Name a data key, or set colcrypt.default_master_key.")));
+	return TextDatumGetCString(d);
+}
+
+void
+ColcryptLifecycleDefineSettings(void)
+{
+	DefineCustomStringVariable("colcrypt.default_master_key",
+							   gettext_noop("Master key for the data keys encrypt_column creates."),
+							   gettext_noop("Empty: the only master key, if there is exactly one."),
+							   &default_master_key,
+							   "",
+							   PGC_USERSET,
+							   0,
+							   NULL, NULL, NULL);
+}
+
+
+/*
+ * encrypt_column(tbl, col, key, deterministic): ALTER the column to its
+ * encrypted type in place (a table rewrite under an exclusive lock), with
+ * the table's own key (named after it) when no key is named.
+ */
+static Datum
+encrypt_column_body(FunctionCallInfo fcinfo)
+{
+	Oid			relid;
+	char	   *colname;
+	char	   *keyname;
+	bool		det = PG_NARGS() > 3 && !PG_ARGISNULL(3) && PG_GETARG_BOOL(3);
+	AttrNumber	attnum;
+	Oid			atttype;
+	int32		atttypmod;
+	Oid			attcoll;
+	const char *enc;
+	const char *plain;
+	char	   *qualified;
+	int64		rows;
+	bool		created = false;
+	StringInfoData sql;
+
+	ColcryptRequirePreload();
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("table and column must not be null")));
+	relid = PG_GETARG_OID(0);
+	colname = NameStr(*PG_GETARG_NAME(1));
+	attnum = get_attnum(relid, colname);
+	if (attnum == InvalidAttrNumber)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist", colname, get_rel_name(relid))));
+	get_atttypetypmodcoll(relid, attnum, &atttype, &atttypmod, &attcoll);
+	if (ColcryptIsEncryptedType(atttype))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("column \"%s\" is encrypted already", colname),
+				 errhint("Move it to another key with ALTER TABLE ... ALTER COLUMN ... TYPE.")));
+	if (!encrypted_type_for(atttype, &enc, &plain))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("no encrypted type for column \"%s\" of type %s", colname, format_type_be(atttype)),
+				 errhint("Encrypted types hold text, bytea, int4, int8, numeric, float8, date, timestamptz and jsonb.")));
+	if (!pg_class_ownercheck(relid, GetUserId()))
+		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)), get_rel_name(relid));
+
+	/* The key: named, or the table's own (created if missing). */
+	if (!PG_ARGISNULL(2))
+		keyname = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	else
+		keyname = get_rel_name(relid);
+	if (ColcryptGetKeyMetaByName(keyname, true) == NULL)
+	{
+		if (!PG_ARGISNULL(2))
+			(void) ColcryptGetKeyMetaByName(keyname, false);	/* 42704 */
+		ColcryptCreateKey(keyname, master_key_for_new_key());
+		created = true;
+		CommandCounterIncrement();
+	}
+	ColcryptCheckKeyPrivilege(ColcryptKeyIdFromName(keyname), COLCRYPT_PRIV_ENCRYPT);
+
+	qualified = psprintf("%s.%s", quote_identifier(get_namespace_name(get_rel_namespace(relid))),
+						 quote_identifier(get_rel_name(relid)));
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT count(%s) FROM %s", quote_identifier(colname), qualified);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(sql.data, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not count the rows of %s", qualified);
+	{
+		bool		isnull;
+
+		rows = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	resetStringInfo(&sql);
+	appendStringInfo(&sql, "ALTER TABLE %s ALTER COLUMN %s TYPE colcrypt.%s(%s%s) USING %s::%s",
+					 qualified, quote_identifier(colname), enc, quote_identifier(keyname),
+					 det ? ", deterministic" : "", quote_identifier(colname), plain);
+	if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not alter column %s of %s", colname, qualified);
+	SPI_finish();
+
+	ereport(NOTICE,
+			(errmsg("encrypted " INT64_FORMAT " values of column \"%s\" of %s with data key \"%s\"%s",
+					rows, colname, qualified, keyname,
+					created ? " (created for this table)" : "")));
+	ColcryptAuditAction("encrypt_column", "key", keyname, 0,
+						psprintf("%s.%s, " INT64_FORMAT " values, %s", qualified, colname, rows,
+								 det ? "deterministic" : "randomized"));
+	PG_RETURN_VOID();
+}
+
+AUDITED_FN(colcrypt_set_key_state, set_key_state_body, "state", "key")
+AUDITED_FN(colcrypt_rotate_master_key, rotate_master_key_body, "rotate", "master_key")
+AUDITED_FN(colcrypt_encrypt_column, encrypt_column_body, "encrypt_column", "key")
