@@ -16,21 +16,35 @@ SELECT capacity, ttl_seconds, entries > 0 AS has_entries, kms_calls > 0 AS calle
        kms_failures
   FROM colcrypt.key_cache;
 
--- The audit log records key management (never a secret).
-SELECT action, object_type, object_name, key_version, success, detail
+-- The audit log records key management, failed calls, provider failures and
+-- denied decryptions (never a secret).  Events are written by a background
+-- worker: audit_flush() waits for them.
+SELECT colcrypt.audit_flush();
+SELECT action, object_type, left(object_name, 20) AS object_name, key_version, outcome, detail
   FROM colcrypt.audit_log ORDER BY id;
+SELECT waiting, dropped FROM colcrypt.audit_queue;
 
 -- Dropping, in the right order, works and is audited.
 SELECT colcrypt.add_master_key('audited', 'dev', 'audited-cmk');
 SELECT colcrypt.drop_master_key('audited');
-SELECT action, object_type, object_name, success FROM colcrypt.audit_log
+SELECT colcrypt.audit_flush();
+SELECT action, object_type, object_name, outcome FROM colcrypt.audit_log
  WHERE object_name = 'audited' ORDER BY id;
 
 -- colcrypt.audit = off records nothing.
 SET colcrypt.audit = off;
 SELECT colcrypt.add_master_key('unaudited', 'dev', 'unaudited-cmk');
 RESET colcrypt.audit;
+SELECT colcrypt.audit_flush();
 SELECT count(*) FROM colcrypt.audit_log WHERE object_name = 'unaudited';
+
+-- A transaction that rolls back is recorded as such.
+BEGIN;
+SELECT colcrypt.add_master_key('rolled', 'dev', 'rolled-cmk');
+ROLLBACK;
+SELECT colcrypt.audit_flush();
+SELECT action, object_name, outcome FROM colcrypt.audit_log WHERE object_name = 'rolled';
+SELECT count(*) AS not_created FROM colcrypt.master_keys WHERE name = 'rolled';
 SELECT colcrypt.drop_master_key('unaudited');
 
 -- The settings.

@@ -39,11 +39,23 @@ extern void ColcryptAuditProviderFailure(const char *provider, const char *op,
 
 /*
  * Run the body of a key management function; if it fails, record the
- * failure (action on the object named by the first argument) and re-throw.
+ * failure (action on the object named by the first argument, or the
+ * column named by a regclass and a name argument) and re-throw.
  */
 extern Datum ColcryptAudited(FunctionCallInfo fcinfo, const char *action,
 							 const char *object_type,
 							 Datum (*body) (FunctionCallInfo fcinfo));
+
+/* Defines SQL-callable sqlname as body, audited as above. */
+#define COLCRYPT_AUDITED_FN(sqlname, body, action, object_type) \
+	PG_FUNCTION_INFO_V1(sqlname); \
+	Datum sqlname(PG_FUNCTION_ARGS) \
+	{ \
+		return ColcryptAudited(fcinfo, action, object_type, body); \
+	}
+
+/* Argument n as a C string; an error naming it as what if null. */
+extern char *ColcryptTextArg(FunctionCallInfo fcinfo, int n, const char *what);
 
 /* Shared memory and the writer worker. */
 extern void ColcryptAuditInit(void);

@@ -276,7 +276,7 @@ ColcryptAuditProviderFailure(const char *provider, const char *op,
 							 const ColcryptProviderError *err)
 {
 	char	   *detail = psprintf("%s: %s%s%s", op, err->message,
-								  err->detail[0] ? " " : "", err->detail);
+								  err->detail[0] ? "; " : "", err->detail);
 
 	ColcryptAuditEvent("kms_failure", "provider", provider, 0, "failed", detail);
 	pfree(detail);
@@ -333,6 +333,16 @@ ColcryptAuditAction(const char *action, const char *object_type,
 	MemoryContextSwitchTo(old);
 }
 
+char *
+ColcryptTextArg(FunctionCallInfo fcinfo, int n, const char *what)
+{
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	return text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
 Datum
 ColcryptAudited(FunctionCallInfo fcinfo, const char *action, const char *object_type,
 				Datum (*body) (FunctionCallInfo fcinfo))
@@ -346,7 +356,16 @@ ColcryptAudited(FunctionCallInfo fcinfo, const char *action, const char *object_
 		name = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	else if (PG_NARGS() > 0 && !PG_ARGISNULL(0) &&
 			 get_fn_expr_argtype(fcinfo->flinfo, 0) == REGCLASSOID)
-		name = get_rel_name(PG_GETARG_OID(0));
+	{
+		Oid			relid = PG_GETARG_OID(0);
+		char	   *rel = get_rel_name(relid);
+
+		if (rel != NULL)
+			name = psprintf("%s.%s", get_namespace_name(get_rel_namespace(relid)), rel);
+		if (name != NULL && PG_NARGS() > 1 && !PG_ARGISNULL(1) &&
+			get_fn_expr_argtype(fcinfo->flinfo, 1) == NAMEOID)
+			name = psprintf("%s.%s", name, NameStr(*PG_GETARG_NAME(1)));
+	}
 	PG_TRY();
 	{
 		result = body(fcinfo);
@@ -418,7 +437,19 @@ start_writer(Oid dboid)
 	}
 }
 
-/* Insert a batch of events; false if this database cannot take them. */
+static int
+slot_seq_cmp(const void *a, const void *b)
+{
+	uint64		sa = ((const AuditSlot *) a)->seq;
+	uint64		sb = ((const AuditSlot *) b)->seq;
+
+	return (sa > sb) - (sa < sb);
+}
+
+/*
+ * Insert a batch of events in the order they happened (audit_event.id
+ * follows it); false if this database cannot take them.
+ */
 static bool
 insert_events(AuditSlot *evs, int n)
 {
@@ -431,6 +462,7 @@ insert_events(AuditSlot *evs, int n)
 	SPIPlanPtr	plan;
 	bool		ok = true;
 
+	qsort(evs, n, sizeof(AuditSlot), slot_seq_cmp);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());

@@ -33,23 +33,6 @@
  */
 
 /* A SQL-callable function whose failures are audited (see audit.h). */
-#define AUDITED_FN(sqlname, body, action, object_type) \
-	PG_FUNCTION_INFO_V1(sqlname); \
-	Datum sqlname(PG_FUNCTION_ARGS) \
-	{ \
-		return ColcryptAudited(fcinfo, action, object_type, body); \
-	}
-
-static char *
-arg_text(FunctionCallInfo fcinfo, int n, const char *what)
-{
-	if (PG_ARGISNULL(n))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-	return text_to_cstring(PG_GETARG_TEXT_PP(n));
-}
-
 /* Names of providers, master keys and data keys: 1 to 63 printable bytes. */
 static void
 check_name(const char *name, const char *what)
@@ -160,8 +143,8 @@ prove_master_key(const char *provider, ProviderRow *row, const char *key_ref)
 static Datum
 add_provider_body(FunctionCallInfo fcinfo)
 {
-	char	   *name = arg_text(fcinfo, 0, "provider name");
-	char	   *kind = arg_text(fcinfo, 1, "provider kind");
+	char	   *name = ColcryptTextArg(fcinfo, 0, "provider name");
+	char	   *kind = ColcryptTextArg(fcinfo, 1, "provider kind");
 	Jsonb	   *options;
 	const ColcryptProviderOps *ops;
 	Oid			types[4] = {TEXTOID, TEXTOID, JSONBOID, TEXTOID};
@@ -199,7 +182,7 @@ add_provider_body(FunctionCallInfo fcinfo)
 static Datum
 alter_provider_body(FunctionCallInfo fcinfo)
 {
-	char	   *name = arg_text(fcinfo, 0, "provider name");
+	char	   *name = ColcryptTextArg(fcinfo, 0, "provider name");
 	Jsonb	   *options;
 	ProviderRow row;
 	Oid			types[2] = {TEXTOID, JSONBOID};
@@ -232,7 +215,7 @@ alter_provider_body(FunctionCallInfo fcinfo)
 static Datum
 drop_provider_body(FunctionCallInfo fcinfo)
 {
-	char	   *name = arg_text(fcinfo, 0, "provider name");
+	char	   *name = ColcryptTextArg(fcinfo, 0, "provider name");
 	ProviderRow row;
 	Datum		d;
 	bool		isnull;
@@ -278,9 +261,9 @@ colcrypt_redact_options(PG_FUNCTION_ARGS)
 static Datum
 add_master_key_body(FunctionCallInfo fcinfo)
 {
-	char	   *name = arg_text(fcinfo, 0, "master key name");
-	char	   *provider = arg_text(fcinfo, 1, "provider name");
-	char	   *key_ref = arg_text(fcinfo, 2, "key_ref");
+	char	   *name = ColcryptTextArg(fcinfo, 0, "master key name");
+	char	   *provider = ColcryptTextArg(fcinfo, 1, "provider name");
+	char	   *key_ref = ColcryptTextArg(fcinfo, 2, "key_ref");
 	bool		create = PG_NARGS() > 3 && !PG_ARGISNULL(3) ? PG_GETARG_BOOL(3) : false;
 	ProviderRow row;
 	bool		created;
@@ -319,7 +302,7 @@ add_master_key_body(FunctionCallInfo fcinfo)
 static Datum
 drop_master_key_body(FunctionCallInfo fcinfo)
 {
-	char	   *name = arg_text(fcinfo, 0, "master key name");
+	char	   *name = ColcryptTextArg(fcinfo, 0, "master key name");
 	Datum		d;
 	bool		isnull;
 
@@ -427,8 +410,8 @@ ColcryptCreateKey(const char *name, const char *master_key)
 static Datum
 create_key_body(FunctionCallInfo fcinfo)
 {
-	char	   *name = arg_text(fcinfo, 0, "data key name");
-	char	   *master_key = arg_text(fcinfo, 1, "master key name");
+	char	   *name = ColcryptTextArg(fcinfo, 0, "data key name");
+	char	   *master_key = ColcryptTextArg(fcinfo, 1, "master key name");
 
 	ColcryptCreateKey(name, master_key);
 	PG_RETURN_INT32(1);
@@ -443,7 +426,7 @@ create_key_body(FunctionCallInfo fcinfo)
 static Datum
 rotate_key_body(FunctionCallInfo fcinfo)
 {
-	char	   *name = arg_text(fcinfo, 0, "data key name");
+	char	   *name = ColcryptTextArg(fcinfo, 0, "data key name");
 	bool		activate = PG_NARGS() < 2 || PG_ARGISNULL(1) || PG_GETARG_BOOL(1);
 	ColcryptKeyMeta *meta;
 	uint32		key_id;
@@ -561,9 +544,9 @@ parse_privilege(const char *priv)
 static Datum
 change_grant(FunctionCallInfo fcinfo, bool grant)
 {
-	char	   *name = arg_text(fcinfo, 0, "data key name");
+	char	   *name = ColcryptTextArg(fcinfo, 0, "data key name");
 	Oid			grantee;
-	char	   *privname = arg_text(fcinfo, 2, "privilege");
+	char	   *privname = ColcryptTextArg(fcinfo, 2, "privilege");
 	int			privs = parse_privilege(privname);
 	Oid			owner;
 	ColcryptKeyMeta *meta;
@@ -621,12 +604,12 @@ revoke_key_body(FunctionCallInfo fcinfo)
 	return change_grant(fcinfo, false);
 }
 
-AUDITED_FN(colcrypt_add_provider, add_provider_body, "create", "provider")
-AUDITED_FN(colcrypt_alter_provider, alter_provider_body, "alter", "provider")
-AUDITED_FN(colcrypt_drop_provider, drop_provider_body, "drop", "provider")
-AUDITED_FN(colcrypt_add_master_key, add_master_key_body, "create", "master_key")
-AUDITED_FN(colcrypt_drop_master_key, drop_master_key_body, "drop", "master_key")
-AUDITED_FN(colcrypt_rotate_key, rotate_key_body, "rotate", "key")
-AUDITED_FN(colcrypt_grant_key, grant_key_body, "grant", "key")
-AUDITED_FN(colcrypt_revoke_key, revoke_key_body, "revoke", "key")
-AUDITED_FN(colcrypt_create_key, create_key_body, "create", "key")
+COLCRYPT_AUDITED_FN(colcrypt_add_provider, add_provider_body, "create", "provider")
+COLCRYPT_AUDITED_FN(colcrypt_alter_provider, alter_provider_body, "alter", "provider")
+COLCRYPT_AUDITED_FN(colcrypt_drop_provider, drop_provider_body, "drop", "provider")
+COLCRYPT_AUDITED_FN(colcrypt_add_master_key, add_master_key_body, "create", "master_key")
+COLCRYPT_AUDITED_FN(colcrypt_drop_master_key, drop_master_key_body, "drop", "master_key")
+COLCRYPT_AUDITED_FN(colcrypt_rotate_key, rotate_key_body, "rotate", "key")
+COLCRYPT_AUDITED_FN(colcrypt_grant_key, grant_key_body, "grant", "key")
+COLCRYPT_AUDITED_FN(colcrypt_revoke_key, revoke_key_body, "revoke", "key")
+COLCRYPT_AUDITED_FN(colcrypt_create_key, create_key_body, "create", "key")

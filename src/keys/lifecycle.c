@@ -42,6 +42,7 @@
 #include "utils/array.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/acl.h"
@@ -53,23 +54,6 @@
 #include "utils/timestamp.h"
 
 #include "../types/enctype_int.h"
-
-#define AUDITED_FN(sqlname, body, action, object_type) \
-	PG_FUNCTION_INFO_V1(sqlname); \
-	Datum sqlname(PG_FUNCTION_ARGS) \
-	{ \
-		return ColcryptAudited(fcinfo, action, object_type, body); \
-	}
-
-static char *
-text_arg(FunctionCallInfo fcinfo, int n, const char *what)
-{
-	if (PG_ARGISNULL(n))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what)));
-	return text_to_cstring(PG_GETARG_TEXT_PP(n));
-}
 
 static void
 require_key_owner(ColcryptKeyMeta *meta, const char *what)
@@ -206,9 +190,9 @@ version_usage(uint32 key_id, int32 version, char **where)
 static Datum
 set_key_state_body(FunctionCallInfo fcinfo)
 {
-	char	   *name = text_arg(fcinfo, 0, "data key name");
+	char	   *name = ColcryptTextArg(fcinfo, 0, "data key name");
 	int32		version;
-	char	   *statename = text_arg(fcinfo, 2, "state");
+	char	   *statename = ColcryptTextArg(fcinfo, 2, "state");
 	bool		force = PG_NARGS() > 3 && !PG_ARGISNULL(3) && PG_GETARG_BOOL(3);
 	ColcryptKeyState to;
 	ColcryptKeyState from;
@@ -364,7 +348,7 @@ fetch_master_key(const char *name, const char *provider_override, MasterKeyRow *
 static Datum
 rotate_master_key_body(FunctionCallInfo fcinfo)
 {
-	char	   *name = text_arg(fcinfo, 0, "master key name");
+	char	   *name = ColcryptTextArg(fcinfo, 0, "master key name");
 	char	   *new_provider = PG_NARGS() > 1 && !PG_ARGISNULL(1) ? text_to_cstring(PG_GETARG_TEXT_PP(1)) : NULL;
 	char	   *new_key_ref = PG_NARGS() > 2 && !PG_ARGISNULL(2) ? text_to_cstring(PG_GETARG_TEXT_PP(2)) : NULL;
 	MasterKeyRow old;
@@ -739,15 +723,26 @@ colcrypt_progress_rows(PG_FUNCTION_ARGS)
  * ----------------------------------------------------------------------
  */
 
-/* The encrypted type and the plain type to cast through, for a column type. */
+/*
+ * The encrypted type for a column type, and the plain type to cast through.
+ * Only conversions that keep every value exactly are done: json (jsonb
+ * normalizes it), real (float8 prints it differently) and character(n)
+ * (text drops its padding) would change what applications read, so the
+ * DBA converts those first, knowingly.  *lost names the property of the
+ * old type the new one does not enforce for new values, if any.
+ */
 static bool
-encrypted_type_for(Oid typid, const char **enc, const char **plain)
+encrypted_type_for(Oid typid, int32 typmod, const char **enc, const char **plain,
+				   const char **lost)
 {
+	*lost = NULL;
 	switch (getBaseType(typid))
 	{
-		case TEXTOID:
 		case VARCHAROID:
-		case BPCHAROID:
+			if (typmod >= 0)
+				*lost = "length limit";
+			/* FALLTHROUGH */
+		case TEXTOID:
 		case NAMEOID:
 			*enc = "encrypted_text";
 			*plain = "text";
@@ -757,6 +752,8 @@ encrypted_type_for(Oid typid, const char **enc, const char **plain)
 			*plain = "bytea";
 			return true;
 		case INT2OID:
+			*lost = "range";
+			/* FALLTHROUGH */
 		case INT4OID:
 			*enc = "encrypted_int4";
 			*plain = "int4";
@@ -766,10 +763,11 @@ encrypted_type_for(Oid typid, const char **enc, const char **plain)
 			*plain = "int8";
 			return true;
 		case NUMERICOID:
+			if (typmod >= 0)
+				*lost = "precision and scale";
 			*enc = "encrypted_numeric";
 			*plain = "numeric";
 			return true;
-		case FLOAT4OID:
 		case FLOAT8OID:
 			*enc = "encrypted_float8";
 			*plain = "float8";
@@ -779,16 +777,33 @@ encrypted_type_for(Oid typid, const char **enc, const char **plain)
 			*plain = "date";
 			return true;
 		case TIMESTAMPTZOID:
+			if (typmod >= 0)
+				*lost = "fractional-second precision";
 			*enc = "encrypted_timestamptz";
 			*plain = "timestamptz";
 			return true;
-		case JSONOID:
 		case JSONBOID:
 			*enc = "encrypted_jsonb";
 			*plain = "jsonb";
 			return true;
 	}
 	return false;
+}
+
+/* The type to convert a column to before encrypting it, if there is one. */
+static const char *
+convert_first_to(Oid typid)
+{
+	switch (getBaseType(typid))
+	{
+		case JSONOID:
+			return "jsonb";
+		case FLOAT4OID:
+			return "double precision";
+		case BPCHAROID:
+			return "text";
+	}
+	return NULL;
 }
 
 static char *default_master_key = NULL;
@@ -844,6 +859,7 @@ encrypt_column_body(FunctionCallInfo fcinfo)
 	Oid			attcoll;
 	const char *enc;
 	const char *plain;
+	const char *lost;
 	char	   *qualified;
 	int64		rows;
 	bool		created = false;
@@ -867,13 +883,23 @@ encrypt_column_body(FunctionCallInfo fcinfo)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("column \"%s\" is encrypted already", colname),
 				 errhint("Move it to another key with ALTER TABLE ... ALTER COLUMN ... TYPE.")));
-	if (!encrypted_type_for(atttype, &enc, &plain))
+	if (convert_first_to(atttype) != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"%s\" of type %s cannot be encrypted without changing its values",
+						colname, format_type_be(atttype)),
+				 errdetail("Its values would read differently as %s.", convert_first_to(atttype)),
+				 errhint("If that is acceptable, convert it first: ALTER TABLE %s ALTER COLUMN %s TYPE %s.",
+						 get_rel_name(relid), quote_identifier(colname), convert_first_to(atttype))));
+	if (!encrypted_type_for(atttype, atttypmod, &enc, &plain, &lost))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("no encrypted type for column \"%s\" of type %s", colname, format_type_be(atttype)),
 				 errhint("Encrypted types hold text, bytea, int4, int8, numeric, float8, date, timestamptz and jsonb.")));
 	if (!pg_class_ownercheck(relid, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)), get_rel_name(relid));
+	/* The lock ALTER TABLE takes anyway, now, so the count below is exact. */
+	LockRelationOid(relid, AccessExclusiveLock);
 
 	/* The key: named, or the table's own (created if missing). */
 	if (!PG_ARGISNULL(2))
@@ -915,12 +941,20 @@ encrypt_column_body(FunctionCallInfo fcinfo)
 			(errmsg("encrypted " INT64_FORMAT " values of column \"%s\" of %s with data key \"%s\"%s",
 					rows, colname, qualified, keyname,
 					created ? " (created for this table)" : "")));
-	ColcryptAuditAction("encrypt_column", "key", keyname, 0,
-						psprintf("%s.%s, " INT64_FORMAT " values, %s", qualified, colname, rows,
+	if (lost != NULL)
+		ereport(NOTICE,
+				(errmsg("column \"%s\" no longer enforces the %s of %s on new values",
+						colname, lost, format_type_with_typemod(atttype, atttypmod)),
+				 errhint("Add a CHECK constraint if the application relies on it.")));
+	ColcryptAuditAction("encrypt_column", "column",
+						psprintf("%s.%s.%s", get_namespace_name(get_rel_namespace(relid)),
+								 get_rel_name(relid), colname), 0,
+						psprintf("data key %s%s, " INT64_FORMAT " values, %s", keyname,
+								 created ? " (created)" : "", rows,
 								 det ? "deterministic" : "randomized"));
 	PG_RETURN_VOID();
 }
 
-AUDITED_FN(colcrypt_set_key_state, set_key_state_body, "state", "key")
-AUDITED_FN(colcrypt_rotate_master_key, rotate_master_key_body, "rotate", "master_key")
-AUDITED_FN(colcrypt_encrypt_column, encrypt_column_body, "encrypt_column", "key")
+COLCRYPT_AUDITED_FN(colcrypt_set_key_state, set_key_state_body, "state", "key")
+COLCRYPT_AUDITED_FN(colcrypt_rotate_master_key, rotate_master_key_body, "rotate", "master_key")
+COLCRYPT_AUDITED_FN(colcrypt_encrypt_column, encrypt_column_body, "encrypt_column", "column")
