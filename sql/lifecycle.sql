@@ -36,6 +36,7 @@ CALL colcrypt.reencrypt('plain_only');
 BEGIN;
 SELECT try($$CALL colcrypt.reencrypt('life')$$);
 ROLLBACK;
+SELECT count(*) AS no_progress_rows_left FROM colcrypt.reencrypt_progress;
 
 -- States: a pre-activation version, activated; illegal transitions refused.
 SELECT colcrypt.rotate_key('life', activate => false);

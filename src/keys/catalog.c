@@ -156,6 +156,24 @@ catrel_resolve(CatRel which)
 	return OidIsValid(c->relid) && OidIsValid(c->pkeyid);
 }
 
+/*
+ * Open catalog table `which` with its primary key's OID in *pkeyid; NULL
+ * when the extension is not installed.  The OIDs are copied before the
+ * lock is taken: taking it processes invalidations, whose callback may
+ * reset the cached ones.
+ */
+static Relation
+catrel_open(CatRel which, Oid *pkeyid)
+{
+	Oid			relid;
+
+	if (!catrel_resolve(which))
+		return NULL;
+	relid = catrels[which].relid;
+	*pkeyid = catrels[which].pkeyid;
+	return table_open(relid, AccessShareLock);
+}
+
 /* A column of a catalog tuple by name; the tables have a handful each. */
 static Datum
 getcol(HeapTuple tup, TupleDesc td, const char *col, bool *isnull)
@@ -389,6 +407,7 @@ static bool
 load_meta(ColcryptKeyMeta *meta)
 {
 	Relation	rel;
+	Oid			pkeyid;
 	SysScanDesc scan;
 	ScanKeyData skey;
 	HeapTuple	tup;
@@ -398,14 +417,11 @@ load_meta(ColcryptKeyMeta *meta)
 	ListCell   *lc;
 	int			i;
 
-	if (!catrel_resolve(CAT_DATA_KEY) || !catrel_resolve(CAT_KEY_VERSION) ||
-		!catrel_resolve(CAT_KEY_GRANT))
-		return false;
-
 	/* The key itself. */
-	rel = table_open(catrels[CAT_DATA_KEY].relid, AccessShareLock);
+	if ((rel = catrel_open(CAT_DATA_KEY, &pkeyid)) == NULL)
+		return false;
 	key_int4(&skey, rel, "key_id", (int32) meta->key_id);
-	scan = systable_beginscan(rel, catrels[CAT_DATA_KEY].pkeyid, true, NULL, 1, &skey);
+	scan = systable_beginscan(rel, pkeyid, true, NULL, 1, &skey);
 	if (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		TupleDesc	td = RelationGetDescr(rel);
@@ -424,9 +440,10 @@ load_meta(ColcryptKeyMeta *meta)
 		return false;
 
 	/* Its versions. */
-	rel = table_open(catrels[CAT_KEY_VERSION].relid, AccessShareLock);
+	if ((rel = catrel_open(CAT_KEY_VERSION, &pkeyid)) == NULL)
+		return false;
 	key_int4(&skey, rel, "key_id", (int32) meta->key_id);
-	scan = systable_beginscan(rel, catrels[CAT_KEY_VERSION].pkeyid, true, NULL, 1, &skey);
+	scan = systable_beginscan(rel, pkeyid, true, NULL, 1, &skey);
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		TupleDesc	td = RelationGetDescr(rel);
@@ -446,9 +463,10 @@ load_meta(ColcryptKeyMeta *meta)
 	table_close(rel, AccessShareLock);
 
 	/* Grants on it. */
-	rel = table_open(catrels[CAT_KEY_GRANT].relid, AccessShareLock);
+	if ((rel = catrel_open(CAT_KEY_GRANT, &pkeyid)) == NULL)
+		return false;
 	key_int4(&skey, rel, "key_id", (int32) meta->key_id);
-	scan = systable_beginscan(rel, catrels[CAT_KEY_GRANT].pkeyid, true, NULL, 1, &skey);
+	scan = systable_beginscan(rel, pkeyid, true, NULL, 1, &skey);
 	while (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		TupleDesc	td = RelationGetDescr(rel);
@@ -559,16 +577,16 @@ lookup_by_name(CatRel which, const char *col, const char *value,
 			   ColcryptUnwrapInfo *info)
 {
 	Relation	rel;
+	Oid			pkeyid;
 	SysScanDesc scan;
 	ScanKeyData skey;
 	HeapTuple	tup;
 	bool		found = false;
 
-	if (!catrel_resolve(which))
+	if ((rel = catrel_open(which, &pkeyid)) == NULL)
 		return false;
-	rel = table_open(catrels[which].relid, AccessShareLock);
 	key_text(&skey, rel, col, value);
-	scan = systable_beginscan(rel, catrels[which].pkeyid, true, NULL, 1, &skey);
+	scan = systable_beginscan(rel, pkeyid, true, NULL, 1, &skey);
 	if (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		fill(tup, RelationGetDescr(rel), info);
@@ -600,6 +618,7 @@ bool
 ColcryptFetchUnwrapInfo(uint32 key_id, int32 version, ColcryptUnwrapInfo *info)
 {
 	Relation	rel;
+	Oid			pkeyid;
 	SysScanDesc scan;
 	ScanKeyData skey[2];
 	HeapTuple	tup;
@@ -608,13 +627,11 @@ ColcryptFetchUnwrapInfo(uint32 key_id, int32 version, ColcryptUnwrapInfo *info)
 	memset(info, 0, sizeof(*info));
 	info->key_id = key_id;
 	info->version = version;
-	if (!catrel_resolve(CAT_KEY_VERSION))
+	if ((rel = catrel_open(CAT_KEY_VERSION, &pkeyid)) == NULL)
 		return false;
-
-	rel = table_open(catrels[CAT_KEY_VERSION].relid, AccessShareLock);
 	key_int4(&skey[0], rel, "key_id", (int32) key_id);
 	key_int4(&skey[1], rel, "version", version);
-	scan = systable_beginscan(rel, catrels[CAT_KEY_VERSION].pkeyid, true, NULL, 2, skey);
+	scan = systable_beginscan(rel, pkeyid, true, NULL, 2, skey);
 	if (HeapTupleIsValid(tup = systable_getnext(scan)))
 	{
 		TupleDesc	td = RelationGetDescr(rel);

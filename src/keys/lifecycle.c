@@ -14,16 +14,18 @@
  * Activating a version deactivates the active one (a key has at most one).
  * Active encrypts and decrypts; deactivated and compromised decrypt only
  * (compromised with a WARNING and an audit row); the others do neither.
- * Destroying overwrites the wrapped key in place in the catalog (so no dead
- * row version keeps it), then records the state, and wipes the key from the
- * shared cache; every backend drops its own context of it at its next key
- * use.  Destroying a version that values still use needs force.
+ * Destroying records the state, wipes the key from the shared cache (every
+ * backend drops its own context of it at its next key use) and, at commit,
+ * zeroes every copy of its wrapped key in the catalog's pages (see
+ * scrub_wrapped_keys).  Destroying a version that values still use needs
+ * force.
  *
  *-------------------------------------------------------------------------
  */
 #include "colcrypt/colcrypt.h"
 
 #include "access/genam.h"
+#include "access/generic_xlog.h"
 #include "access/heapam.h"
 #include "access/htup_details.h"
 #include "access/stratnum.h"
@@ -42,6 +44,8 @@
 #include "utils/array.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/bufmgr.h"
+#include "storage/ipc.h"
 #include "storage/lmgr.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -91,81 +95,168 @@ transition_legal(ColcryptKeyState from, ColcryptKeyState to)
 	return false;
 }
 
-/* Versions destroyed in this transaction whose bytes are already gone. */
-static List *shredded = NIL;
+/*
+ * Crypto-shredding.  A wrapped key leaves copies in the catalog table's
+ * pages: the live row version, dead versions that earlier updates (state
+ * changes, master key rotations) left behind until vacuum, and the free
+ * space of pages, where pruning leaves the bytes of removed row versions.
+ * When a transaction that destroys versions commits, every page of
+ * colcrypt.data_key_version is rewritten through generic WAL (crash-safe,
+ * replicated, full page images whose hole is zero-filled): the wrapped key
+ * bytes of every row version of a destroyed (key_id, version) become zeros
+ * and so does each page's free space.  The column is STORAGE PLAIN, so its
+ * bytes are always in line on these pages.  Copies in older WAL and in
+ * backups taken before remain; they are wrapped by the master key, so
+ * rotating it and destroying its old versions in the KMS ends them too.
+ */
+static List *to_shred = NIL;	/* int64 *: key_id << 32 | version */
 static bool shred_callback_registered = false;
+
+/* Does the row version at `tup` belong to a version in `victims`? */
+static bool
+tuple_is_victim(HeapTuple tup, TupleDesc td, AttrNumber a_key, AttrNumber a_ver,
+				List *victims)
+{
+	bool		isnull;
+	int64		kv;
+	Datum		d;
+	ListCell   *lc;
+
+	d = heap_getattr(tup, a_key, td, &isnull);
+	if (isnull)
+		return false;
+	kv = (int64) (uint32) DatumGetInt32(d) << 32;
+	d = heap_getattr(tup, a_ver, td, &isnull);
+	if (isnull)
+		return false;
+	kv |= (uint32) DatumGetInt32(d);
+	foreach(lc, victims)
+		if (*(int64 *) lfirst(lc) == kv)
+			return true;
+	return false;
+}
+
+/* Zero the wrapped key bytes of every row version on `page` of a victim. */
+static void
+scrub_page(Relation rel, Page page, BlockNumber blk, AttrNumber a_key, AttrNumber a_ver,
+		   AttrNumber a_wrap, List *victims)
+{
+	TupleDesc	td = RelationGetDescr(rel);
+	OffsetNumber maxoff = PageGetMaxOffsetNumber(page);
+
+	for (OffsetNumber off = FirstOffsetNumber; off <= maxoff; off++)
+	{
+		ItemId		lp = PageGetItemId(page, off);
+		HeapTupleData tup;
+		Datum		d;
+		bool		isnull;
+
+		if (!ItemIdIsNormal(lp))
+			continue;
+		tup.t_data = (HeapTupleHeader) PageGetItem(page, lp);
+		tup.t_len = ItemIdGetLength(lp);
+		tup.t_tableOid = RelationGetRelid(rel);
+		ItemPointerSet(&tup.t_self, blk, off);
+		if (!tuple_is_victim(&tup, td, a_key, a_ver, victims))
+			continue;
+		d = heap_getattr(&tup, a_wrap, td, &isnull);
+		if (isnull)
+			continue;
+		if (VARATT_IS_EXTERNAL(DatumGetPointer(d)) || VARATT_IS_COMPRESSED(DatumGetPointer(d)))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot shred a wrapped key stored out of line"),
+					 errhint("Run ALTER TABLE colcrypt.data_key_version ALTER COLUMN wrapped_key SET STORAGE PLAIN, then VACUUM FULL it.")));
+		memset(VARDATA_ANY(DatumGetPointer(d)), 0, VARSIZE_ANY_EXHDR(DatumGetPointer(d)));
+	}
+}
+
+static void
+scrub_wrapped_keys(List *victims)
+{
+	Oid			relid = ColcryptCatalogRelid("data_key_version");
+	Relation	rel;
+	AttrNumber	a_key;
+	AttrNumber	a_ver;
+	AttrNumber	a_wrap;
+	BlockNumber nblocks;
+
+	if (!OidIsValid(relid))
+		return;					/* the extension was dropped meanwhile */
+	rel = table_open(relid, RowExclusiveLock);
+	a_key = attnameAttNum(rel, "key_id", false);
+	a_ver = attnameAttNum(rel, "version", false);
+	a_wrap = attnameAttNum(rel, "wrapped_key", false);
+	nblocks = RelationGetNumberOfBlocks(rel);
+	for (BlockNumber blk = 0; blk < nblocks; blk++)
+	{
+		Buffer		buf = ReadBuffer(rel, blk);
+		GenericXLogState *xs;
+		Page		page;
+
+		LockBuffer(buf, BUFFER_LOCK_EXCLUSIVE);
+		if (PageIsNew(BufferGetPage(buf)))
+		{
+			UnlockReleaseBuffer(buf);
+			continue;
+		}
+		xs = GenericXLogStart(rel);
+		page = GenericXLogRegisterBuffer(xs, buf, GENERIC_XLOG_FULL_IMAGE);
+		scrub_page(rel, page, blk, a_key, a_ver, a_wrap, victims);
+		GenericXLogFinish(xs);	/* also zero-fills the page's free space */
+		UnlockReleaseBuffer(buf);
+	}
+	table_close(rel, NoLock);
+}
 
 static void
 shred_xact_cb(XactEvent event, void *arg)
 {
-	ListCell   *lc;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+			if (to_shred != NIL)
+			{
+				List	   *victims = to_shred;
 
-	if (shredded == NIL)
-		return;
-	if (event == XACT_EVENT_ABORT)
-	{
-		foreach(lc, shredded)
-			ereport(WARNING,
-					(errmsg("the transaction that destroyed %s rolled back after the wrapped key was overwritten",
-							(char *) lfirst(lc)),
-					 errdetail("That version can no longer be unwrapped; its state was not changed."),
-					 errhint("Run colcrypt.set_key_state() again to record it as destroyed.")));
-	}
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_COMMIT)
-	{
-		list_free_deep(shredded);
-		shredded = NIL;
+				to_shred = NIL;
+				scrub_wrapped_keys(victims);
+				list_free_deep(victims);
+			}
+			break;
+		case XACT_EVENT_PRE_PREPARE:
+			if (to_shred != NIL)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot prepare a transaction that destroys a data key version")));
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			list_free_deep(to_shred);
+			to_shred = NIL;
+			break;
+		default:
+			break;
 	}
 }
 
-/*
- * Overwrite the wrapped key bytes of (key_id, version) with zeros, in place:
- * not transactional, so that no row version keeps them.
- */
+/* Shred every copy of (key_id, version)'s wrapped key when this commits. */
 static void
-overwrite_wrapped_key(const char *keyname, uint32 key_id, int32 version)
+shred_at_commit(uint32 key_id, int32 version)
 {
-	Oid			relid = ColcryptCatalogRelid("data_key_version");
-	Oid			idxid = ColcryptCatalogRelid("data_key_version_pkey");
-	Relation	rel;
-	ScanKeyData keys[2];
-	HeapTuple	tup;
-	void	   *state;
-	AttrNumber	attno;
-	bool		isnull;
-	Datum		d;
-
-	rel = table_open(relid, RowExclusiveLock);
-	attno = attnameAttNum(rel, "wrapped_key", false);
-	ScanKeyInit(&keys[0], attnameAttNum(rel, "key_id", false), BTEqualStrategyNumber,
-				F_INT4EQ, Int32GetDatum((int32) key_id));
-	ScanKeyInit(&keys[1], attnameAttNum(rel, "version", false), BTEqualStrategyNumber,
-				F_INT4EQ, Int32GetDatum(version));
-	systable_inplace_update_begin(rel, idxid, true, NULL, 2, keys, &tup, &state);
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "data key version %u/%d vanished", key_id, version);
-	d = heap_getattr(tup, attno, RelationGetDescr(rel), &isnull);
-	/* Out of line or compressed it cannot be overwritten where it lies. */
-	if (!isnull && (VARATT_IS_EXTERNAL(DatumGetPointer(d)) ||
-					VARATT_IS_COMPRESSED(DatumGetPointer(d))))
-		isnull = true;
-	if (isnull)
-	{
-		systable_inplace_update_cancel(state);
-		table_close(rel, RowExclusiveLock);
-		return;
-	}
-	cc_wipe(VARDATA_ANY(DatumGetPointer(d)), VARSIZE_ANY_EXHDR(DatumGetPointer(d)));
-	systable_inplace_update_finish(state, tup);
-	table_close(rel, RowExclusiveLock);
+	MemoryContext old;
+	int64	   *kv;
 
 	if (!shred_callback_registered)
 	{
 		RegisterXactCallback(shred_xact_cb, NULL);
 		shred_callback_registered = true;
 	}
-	shredded = lappend(shredded, MemoryContextStrdup(TopMemoryContext,
-													 psprintf("data key \"%s\" version %d", keyname, version)));
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	kv = palloc(sizeof(int64));
+	*kv = ((int64) key_id << 32) | (uint32) version;
+	to_shred = lappend(to_shred, kv);
+	MemoryContextSwitchTo(old);
 }
 
 /* Values still under (key_id, version) in tables, and where. */
@@ -263,12 +354,12 @@ set_key_state_body(FunctionCallInfo fcinfo)
 					(errmsg("shredding " INT64_FORMAT " values under data key \"%s\" version %d",
 							used, keyname, version),
 					 errdetail("Values under it: %s. They can never be decrypted again.", where)));
-		/* Every check passed: overwrite the key bytes, then record the state. */
-		overwrite_wrapped_key(keyname, key_id, version);
+		/* Every check passed: record the state, shred at commit. */
 		values[2] = CStringGetTextDatum(ColcryptKeyStateName(to));
 		ColcryptCatalogExec("UPDATE colcrypt.data_key_version SET state = $3, wrapped_key = NULL,"
 							" destroyed_at = now() WHERE key_id = $1 AND version = $2",
 							3, types, values, NULL, NULL, NULL);
+		shred_at_commit(key_id, version);
 		ColcryptForgetAtCommit(key_id, version);
 		ColcryptDekForget(key_id, version);
 	}
@@ -646,6 +737,35 @@ ColcryptLifecycleShmemStartup(void)
 	}
 }
 
+/* Give this backend's progress row back (it may hold none). */
+static void
+progress_release(void)
+{
+	LWLockAcquire(progress->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < PROGRESS_SLOTS; i++)
+		if (progress->slots[i].pid == MyProcPid)
+			progress->slots[i].pid = 0;
+	LWLockRelease(progress->lock);
+}
+
+/*
+ * A reencrypt that fails or is cancelled ends with its transaction's abort
+ * (its batches commit one by one, so commits do not end it); a backend
+ * that exits takes its row with it.
+ */
+static void
+progress_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+		progress_release();
+}
+
+static void
+progress_exit(int code, Datum arg)
+{
+	progress_release();
+}
+
 PG_FUNCTION_INFO_V1(colcrypt_progress_report);
 
 /* _progress(relid, phase, total, done): this backend's row; phase NULL ends it. */
@@ -654,7 +774,15 @@ colcrypt_progress_report(PG_FUNCTION_ARGS)
 {
 	ProgressSlot *mine = NULL;
 
+	static bool callbacks_registered = false;
+
 	ColcryptRequirePreload();
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(progress_xact_callback, NULL);
+		before_shmem_exit(progress_exit, (Datum) 0);
+		callbacks_registered = true;
+	}
 	LWLockAcquire(progress->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < PROGRESS_SLOTS && mine == NULL; i++)
 		if (progress->slots[i].pid == MyProcPid)

@@ -57,6 +57,9 @@ CREATE TABLE colcrypt.data_key_version (
     PRIMARY KEY (key_id, version),
     CHECK ((wrapped_key IS NULL) = (state IN ('destroyed', 'destroyed-compromised')))
 );
+-- In line on the table's pages, never compressed or toasted: destroying a
+-- version zeroes its bytes where they lie (see lifecycle.c).
+ALTER TABLE colcrypt.data_key_version ALTER COLUMN wrapped_key SET STORAGE PLAIN;
 COMMENT ON TABLE colcrypt.data_key_version IS 'Data key versions: the DEK wrapped by its master key, and its NIST SP 800-57 state';
 -- At most one active version per key.
 CREATE UNIQUE INDEX data_key_version_one_active ON colcrypt.data_key_version (key_id)

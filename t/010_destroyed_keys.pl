@@ -1,0 +1,107 @@
+# Crypto-shredding: destroying a data key version wipes it from the shared
+# cache for every backend at once and overwrites its wrapped key in the
+# catalog's files; its values then fail with a clear error, in running
+# sessions, new ones, after a restart and after crash recovery, while the
+# key's other versions keep working.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use ColcryptTest;
+
+my $node = ColcryptTest::new_node('destroyed_keys', conf => "restart_after_crash = on\n");
+$node->start;
+ColcryptTest::setup_keys($node, 'postgres', $node->basedir . '/keyring', 'k1');
+$node->safe_psql('postgres', q{
+	CREATE TABLE t (id integer PRIMARY KEY, v colcrypt.encrypted_text(k1), d colcrypt.encrypted_int4(k1, deterministic));
+	CREATE INDEX t_d ON t (d colcrypt.encrypted_int4_det_ops);
+	INSERT INTO t SELECT g, 'old secret ' || g, g FROM generate_series(1, 100) g;
+	SELECT colcrypt.rotate_key('k1');
+	INSERT INTO t SELECT g, 'new secret ' || g, g FROM generate_series(101, 200) g;
+});
+# Leave copies of the wrapped keys behind: dead row versions, and after a
+# VACUUM the bytes of removed ones in the pages' free space.
+$node->safe_psql('postgres', q{
+	UPDATE colcrypt.data_key_version SET wrap_meta = wrap_meta;
+	UPDATE colcrypt.data_key_version SET wrap_meta = wrap_meta;
+});
+$node->safe_psql('postgres', 'VACUUM colcrypt.data_key_version');
+$node->safe_psql('postgres', 'UPDATE colcrypt.data_key_version SET wrap_meta = wrap_meta');
+my $destroyed_err = qr/^55000: data key "k1" version 1 is destroyed and cannot be used to decrypt/;
+
+# A session that has both versions in use (and cached).
+my $s = $node->background_psql('postgres');
+is($s->query_safe('SELECT count(*) FROM t WHERE v::text LIKE $$%secret%$$'), '200', 'a session reads both versions');
+is($node->safe_psql('postgres', q{SELECT string_agg(version::text, ',' ORDER BY version)
+	FROM colcrypt.key_cache_contents WHERE name = 'k1'}), '1,2', 'both versions are in the shared cache');
+
+# The wrapped key of version 1, as stored.
+my $wrapped = $node->safe_psql('postgres', q{SELECT encode(wrapped_key, 'hex') FROM colcrypt.data_key_version
+	WHERE key_id = (SELECT key_id FROM colcrypt.data_key WHERE name = 'k1') AND version = 1});
+like($wrapped, qr/^[0-9a-f]{64,}$/, 'version 1 has a wrapped key');
+my $catalog_file = $node->safe_psql('postgres', q{SELECT pg_relation_filepath('colcrypt.data_key_version')});
+$node->safe_psql('postgres', 'CHECKPOINT');
+my $datadir = $node->data_dir;
+my $needle = pack('H*', $wrapped);
+is(scalar(ColcryptTest::files_containing("$datadir/" . ($catalog_file =~ s{/[^/]+$}{}r), $needle)), 1,
+	'the wrapped key is in the catalog file before');
+
+my ($ret, $out, $err) = $node->psql('postgres', q{SELECT colcrypt.set_key_state('k1', 1, 'destroyed')});
+like($err, qr/version 1 still encrypts 200 values/, 'destroying a version in use needs force, and says how many values');
+$node->safe_psql('postgres', q{SELECT colcrypt.set_key_state('k1', 1, 'destroyed', force => true)});
+
+# At once, in the session that had it cached.
+like($s->query_safe(q{SELECT try('SELECT v::text FROM t WHERE id = 1')}), $destroyed_err,
+	'the running session cannot decrypt it any more');
+is($s->query_safe('SELECT v FROM t WHERE id = 150'), 'new secret 150', 'but still decrypts version 2');
+is($node->safe_psql('postgres', q{SELECT string_agg(version::text, ',' ORDER BY version)
+	FROM colcrypt.key_cache_contents WHERE name = 'k1'}), '2', 'the shared cache no longer holds version 1');
+like($node->safe_psql('postgres', q{SELECT try('SELECT v::text FROM t WHERE id = 1')}), $destroyed_err,
+	'a new session cannot either');
+$s->quit;
+
+# Its wrapped key is gone from the catalog's files (overwritten in place,
+# no dead row version keeps it).
+$node->safe_psql('postgres', 'CHECKPOINT');
+is(scalar(ColcryptTest::files_containing("$datadir/base", $needle)), 0, 'the wrapped key is in no table file');
+is($node->safe_psql('postgres', q{SELECT wrapped_key IS NULL FROM colcrypt.data_key_version
+	WHERE key_id = (SELECT key_id FROM colcrypt.data_key WHERE name = 'k1') AND version = 1}), 't',
+	'and the catalog row has none');
+
+sub check_after
+{
+	my ($what) = @_;
+	is($node->safe_psql('postgres', q{SELECT state FROM colcrypt.keys WHERE name = 'k1' AND version = 1}),
+		'destroyed', "$what: version 1 is destroyed");
+	like($node->safe_psql('postgres', q{SELECT try('SELECT v::text FROM t WHERE id = 1')}), $destroyed_err,
+		"$what: its values fail with a clear error");
+	like($node->safe_psql('postgres', q{SELECT try('SELECT count(*) FROM t WHERE v::text = ''x''')}), $destroyed_err,
+		"$what: so do scans that decrypt them");
+	is($node->safe_psql('postgres', q{SELECT string_agg(v::text, ',' ORDER BY id) = string_agg('new secret ' || id, ',' ORDER BY id)
+		FROM t WHERE id > 100}), 't', "$what: values under version 2 read");
+	is($node->safe_psql('postgres', 'SET enable_seqscan = off; SELECT count(*) FROM t WHERE d = 150'), '1',
+		"$what: deterministic index lookups of version 2 values work");
+	is($node->safe_psql('postgres', 'SET enable_seqscan = off; SELECT count(*) FROM t WHERE d = 50'), '0',
+		"$what: and find no shredded value");
+	return;
+}
+
+check_after('in the same run');
+$node->restart;
+check_after('after a restart');
+$node->stop('immediate');
+$node->start;
+check_after('after crash recovery');
+
+# Rows of shredded values can be deleted; new values go to version 2.
+$node->safe_psql('postgres', q{DELETE FROM t WHERE colcrypt._key_version(v) = 1});
+is($node->safe_psql('postgres', 'SELECT count(*) FROM t'), '100', 'shredded rows can be deleted');
+$node->safe_psql('postgres', q{INSERT INTO t VALUES (1, 'fresh', 1)});
+is($node->safe_psql('postgres', 'SELECT v FROM t WHERE id = 1'), 'fresh', 'and new values written');
+
+$node->stop;
+done_testing();
