@@ -118,12 +118,87 @@ SELECT id, ssn FROM customers WHERE id = 4;
 \echo
 \echo '################################################################################'
 \echo '# 8. One provider call per key, however many connections: the unwrapped key'
-\echo '#    lives in a shared-memory cache (excluded from core dumps).  And every key'
-\echo '#    management action is in the audit log.'
+\echo '#    lives in a shared-memory cache (excluded from core dumps).'
 \echo '################################################################################'
 SELECT * FROM colcrypt.key_cache;
 \echo '-- 20 new connections, each reading an encrypted value:'
 \! for i in $(seq 20); do psql -X -q -At -c "SELECT ssn FROM customers WHERE id = 1" >/dev/null; done
 SELECT entries, hits, misses, kms_calls FROM colcrypt.key_cache;
 \echo '-- kms_calls did not move: every new backend was served by the shared cache.'
-SELECT at::time(0) AS at, role_name, action, object_type, object_name, detail FROM colcrypt.audit_log ORDER BY id;
+
+\echo
+\echo '################################################################################'
+\echo '# 9. Data key rotation and online re-encryption.  rotate_key adds an active'
+\echo '#    version; the old one still decrypts.  reencrypt moves the old values in'
+\echo '#    batches that each commit, beside the application, reporting progress.'
+\echo '################################################################################'
+SELECT colcrypt.create_key('orders', 'main');
+CREATE TABLE orders (id integer PRIMARY KEY, card colcrypt.encrypted_text(orders),
+                     amount colcrypt.encrypted_numeric(orders));
+INSERT INTO orders SELECT g, '4111-0000-0000-' || lpad(g::text, 4, '0'), g * 1.25
+  FROM generate_series(1, 60000) g;
+SELECT md5(string_agg(card || amount, ',' ORDER BY id)) AS before FROM orders \gset
+SELECT colcrypt.rotate_key('orders');
+SELECT name, version, state FROM colcrypt.keys WHERE name = 'orders' ORDER BY version;
+INSERT INTO orders VALUES (60001, '4111-9999-9999-9999', 10);
+SELECT colcrypt._key_version(card) AS version, count(*) FROM orders GROUP BY 1 ORDER BY 1;
+CALL colcrypt.reencrypt('orders', 10000);
+SELECT colcrypt._key_version(card) AS version, count(*) FROM orders GROUP BY 1 ORDER BY 1;
+DELETE FROM orders WHERE id = 60001;
+SELECT md5(string_agg(card || amount, ',' ORDER BY id)) = :'before' AS same_plaintext FROM orders;
+-- No value uses version 1 any more: it can be destroyed without force.
+SELECT colcrypt.set_key_state('orders', 1, 'destroyed');
+SELECT name, version, state FROM colcrypt.keys WHERE name = 'orders' ORDER BY version;
+
+\echo
+\echo '################################################################################'
+\echo '# 10. Crypto-shredding.  Destroying a key version in use needs force and says'
+\echo '#     how many values it shreds; its wrapped key is zeroed in the catalog files'
+\echo '#     at commit and the values can never be read again.'
+\echo '################################################################################'
+SELECT colcrypt.create_key('sessions', 'main');
+CREATE TABLE sessions (id integer, token colcrypt.encrypted_text(sessions));
+INSERT INTO sessions SELECT g, 'token-' || g FROM generate_series(1, 1000) g;
+SELECT colcrypt.rotate_key('sessions');
+SELECT colcrypt.set_key_state('sessions', 1, 'destroyed');
+SELECT colcrypt.set_key_state('sessions', 1, 'destroyed', force => true);
+SELECT token FROM sessions WHERE id = 1;
+SELECT version, state, wrapped_key IS NULL AS wrapped_key_gone FROM colcrypt.data_key_version
+ WHERE key_id = colcrypt._key_id((SELECT token FROM sessions LIMIT 1)) ORDER BY version;
+-- A compromised version still decrypts, loudly, and encrypts nothing.
+SELECT colcrypt.set_key_state('customers', 1, 'compromised');
+SELECT name, ssn FROM customers WHERE id = 1;
+SELECT colcrypt.rotate_key('customers');
+
+\echo
+\echo '################################################################################'
+\echo '# 11. Master key rotation: every data key re-wrapped under a new CMK version'
+\echo '#     in one transaction.  No table file is touched.'
+\echo '################################################################################'
+SELECT pg_relation_filenode('orders') AS filenode \gset
+SELECT DISTINCT wrap_meta FROM colcrypt.data_key_version WHERE wrapped_key IS NOT NULL;
+SELECT colcrypt.rotate_master_key('main') AS rewrapped_versions;
+SELECT DISTINCT wrap_meta FROM colcrypt.data_key_version WHERE wrapped_key IS NOT NULL;
+SELECT pg_relation_filenode('orders') = :filenode AS same_table_file, count(*) AS readable
+  FROM orders WHERE card LIKE '4111-%';
+
+\echo
+\echo '################################################################################'
+\echo '# 12. Encrypting an existing plaintext column in place.'
+\echo '################################################################################'
+CREATE TABLE legacy_users (id integer PRIMARY KEY, email varchar(200), note text);
+INSERT INTO legacy_users SELECT g, 'user' || g || '@example.org', 'note ' || g FROM generate_series(1, 500) g;
+SELECT colcrypt.encrypt_column('legacy_users', 'email', deterministic => true);
+\d legacy_users
+SELECT id, email FROM legacy_users WHERE email = 'user42@example.org';
+
+\echo
+\echo '################################################################################'
+\echo '# 13. The audit log: every key management action, failures included, denied'
+\echo '#     decryptions and uses of a compromised key.  Never a secret.'
+\echo '################################################################################'
+SELECT colcrypt.audit_flush();
+SELECT at::time(0) AS at, role_name, action, object_type, object_name AS object, key_version AS v,
+       outcome, left(detail, 60) AS detail
+  FROM colcrypt.audit_log WHERE action <> 'rewrap' ORDER BY id;
+SELECT count(*) AS rewrap_events FROM colcrypt.audit_log WHERE action = 'rewrap';

@@ -13,7 +13,8 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use ColcryptTest;
 
-my $node = ColcryptTest::new_node('destroyed_keys', conf => "restart_after_crash = on\n");
+my $node = ColcryptTest::new_node('destroyed_keys',
+	conf => "restart_after_crash = on\nmax_prepared_transactions = 2\n");
 $node->start;
 ColcryptTest::setup_keys($node, 'postgres', $node->basedir . '/keyring', 'k1');
 $node->safe_psql('postgres', q{
@@ -102,6 +103,17 @@ $node->safe_psql('postgres', q{DELETE FROM t WHERE colcrypt._key_version(v) = 1}
 is($node->safe_psql('postgres', 'SELECT count(*) FROM t'), '100', 'shredded rows can be deleted');
 $node->safe_psql('postgres', q{INSERT INTO t VALUES (1, 'fresh', 1)});
 is($node->safe_psql('postgres', 'SELECT v FROM t WHERE id = 1'), 'fresh', 'and new values written');
+
+# A prepared transaction cannot destroy: the shredding happens at commit,
+# which COMMIT PREPARED would run elsewhere.
+$node->safe_psql('postgres', q{SELECT colcrypt.rotate_key('k1')});
+($ret, $out, $err) = $node->psql('postgres', q{BEGIN;
+	SELECT colcrypt.set_key_state('k1', 2, 'destroyed', force => true);
+	PREPARE TRANSACTION 'shred'});
+like($err, qr/cannot prepare a transaction that destroys a data key version/, 'PREPARE TRANSACTION is refused');
+is($node->safe_psql('postgres', q{SELECT state FROM colcrypt.keys WHERE name = 'k1' AND version = 2}
+	. q{ UNION ALL SELECT count(*)::text FROM pg_prepared_xacts}), "deactivated\n0", 'and nothing changed');
+is($node->safe_psql('postgres', 'SELECT v FROM t WHERE id = 150'), 'new secret 150', 'version 2 still decrypts');
 
 $node->stop;
 done_testing();
