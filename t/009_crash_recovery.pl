@@ -1,5 +1,5 @@
-# Crashes in the middle of colcrypt.reencrypt (its backend killed, and the
-# whole server stopped in immediate mode) and of rotate_master_key (killed
+# A cancel and crashes in the middle of colcrypt.reencrypt (its backend
+# killed, and the whole server stopped in immediate mode) and of rotate_master_key (killed
 # while it waits half-way), and a provider failure half-way through
 # rotate_master_key: afterwards everything is readable, nothing is half
 # re-wrapped, and running the command again finishes the job.
@@ -75,9 +75,22 @@ sub check_after_crash
 	return;
 }
 
-# --- reencrypt: its backend killed -------------------------------------
+# --- reencrypt: cancelled ---------------------------------------------
 $node->safe_psql('postgres', q{SELECT colcrypt.rotate_key('big')});
 my ($bg, $pid) = start_reencrypt(20000);
+$node->safe_psql('postgres', "SELECT pg_cancel_backend($pid)");
+$bg->query('SELECT 1');
+like($bg->{stderr}, qr/canceling statement due to user request/, 'reencrypt was cancelled');
+$bg->{stderr} = '';
+is($bg->query_safe('SELECT pg_backend_pid()'), $pid, 'its session lives on');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM colcrypt.reencrypt_progress'), '0',
+	'and its progress row ended with the cancel');
+$bg->quit;
+check_after_crash('cancelled');
+
+# --- reencrypt: its backend killed -------------------------------------
+$node->safe_psql('postgres', q{SELECT colcrypt.rotate_key('big')});
+($bg, $pid) = start_reencrypt(20000);
 kill 'KILL', $pid or die "could not kill $pid";
 eval { $bg->quit };
 wait_until_up();
