@@ -171,3 +171,74 @@ SELECT action, object_name, key_version, outcome, left(detail, 70) AS detail
  WHERE object_name IN ('life', 'mk_data', 'cmk', 'legacy', 'k2', 'other')
     OR action = 'encrypt_column' OR (action, object_name) = ('drop', 'dev')
  ORDER BY id;
+
+-- Arrays and domains of encrypted types: counted when destroying,
+-- re-encrypted element by element with their dimensions and bounds.
+SELECT colcrypt.create_key('arrk', 'cmk');
+CREATE DOMAIN arr_dom AS colcrypt.encrypted_text(arrk);
+CREATE TABLE arr_t (id integer, a colcrypt.encrypted_text(arrk)[], dm arr_dom, da arr_dom[]);
+INSERT INTO arr_t SELECT g, ARRAY[ARRAY['a' || g, 'b' || g], ARRAY['c' || g, NULL]],
+       'd' || g, ('[0:1]={x' || g || ',y' || g || '}')::text[]
+  FROM generate_series(1, 20) g;
+SELECT md5(string_agg(a::text || dm::text || da::text, ',' ORDER BY id)) AS arr_sum FROM arr_t \gset
+-- A partitioned table under the same key.
+CREATE TABLE part_t (id integer, v colcrypt.encrypted_text(arrk)) PARTITION BY RANGE (id);
+CREATE TABLE part_t1 PARTITION OF part_t FOR VALUES FROM (0) TO (50);
+CREATE TABLE part_t2 PARTITION OF part_t FOR VALUES FROM (50) TO (100);
+INSERT INTO part_t SELECT g, 'p' || g FROM generate_series(1, 99) g;
+SELECT colcrypt.rotate_key('arrk');
+SELECT try($$SELECT colcrypt.set_key_state('arrk', 1, 'destroyed')$$);
+CALL colcrypt.reencrypt('arr_t', 5);
+CALL colcrypt.reencrypt('part_t');
+SELECT colcrypt._key_version(e) AS version, count(*) FROM arr_t, unnest(a) e WHERE e IS NOT NULL GROUP BY 1;
+SELECT colcrypt._key_version(e) AS version, count(*) FROM arr_t, unnest(da) e GROUP BY 1;
+SELECT colcrypt._key_version(dm) AS version, count(*) FROM arr_t GROUP BY 1;
+SELECT colcrypt._key_version(v) AS version, count(*) FROM part_t GROUP BY 1;
+SELECT array_dims(a) AS a_dims, array_dims(da) AS da_dims, a[2][2] IS NULL AS null_kept FROM arr_t WHERE id = 1;
+SELECT md5(string_agg(a::text || dm::text || da::text, ',' ORDER BY id)) = :'arr_sum' AS unchanged FROM arr_t;
+SELECT colcrypt.set_key_state('arrk', 1, 'destroyed');
+
+-- A destroy rolled back to a savepoint destroys nothing, and the audit
+-- log says it was rolled back.
+SELECT colcrypt.rotate_key('mk_data');
+BEGIN;
+SAVEPOINT s;
+SELECT colcrypt.set_key_state('mk_data', 1, 'destroyed', force => true);
+ROLLBACK TO s;
+SELECT colcrypt.create_key('sp_key', 'cmk');
+COMMIT;
+SELECT colcrypt.audit_flush();
+SELECT version, state, wrapped_key IS NOT NULL AS has_key, shredded_at IS NULL AS not_shredded
+  FROM colcrypt.data_key_version v JOIN colcrypt.data_key k USING (key_id) WHERE k.name = 'mk_data' ORDER BY version;
+SELECT md5(string_agg(v::text, ',' ORDER BY id)) = :'mk_sum' AS still_readable FROM mk;
+SELECT action, object_name, key_version, outcome FROM colcrypt.audit_log
+ WHERE (object_name = 'mk_data' AND action = 'state') OR object_name = 'sp_key' ORDER BY id;
+
+-- Catalog statements run with a fixed search_path: a function of the
+-- caller's with a catalog function's name does not run in them, nor in
+-- reencrypt.
+CREATE SCHEMA evil;
+CREATE FUNCTION evil.now() RETURNS timestamptz LANGUAGE plpgsql AS
+  $$ BEGIN RAISE NOTICE 'evil.now() ran as %', current_user; RETURN pg_catalog.now(); END $$;
+CREATE FUNCTION evil.quote_ident(text) RETURNS text LANGUAGE plpgsql AS
+  $$ BEGIN RAISE NOTICE 'evil.quote_ident() ran as %', current_user; RETURN pg_catalog.quote_ident($1); END $$;
+SET search_path = evil, pg_catalog, public;
+SELECT colcrypt.rotate_key('arrk');
+CALL colcrypt.reencrypt('arr_t');
+RESET search_path;
+DROP SCHEMA evil CASCADE;
+
+-- encrypt_column does not create keys for whom create_key would refuse,
+-- nor take a key named after the table that someone else owns.
+CREATE ROLE cc_tab_owner;
+CREATE TABLE payroll (id integer, salary numeric);
+CREATE TABLE notes (id integer, body text);
+ALTER TABLE payroll OWNER TO cc_tab_owner;
+ALTER TABLE notes OWNER TO cc_tab_owner;
+SELECT colcrypt.create_key('payroll', 'cmk');
+SELECT colcrypt.grant_key('payroll', 'cc_tab_owner', 'all');
+SET ROLE cc_tab_owner;
+SELECT try($$SELECT colcrypt.encrypt_column('payroll', 'salary')$$);
+SELECT try($$SELECT colcrypt.encrypt_column('notes', 'body')$$);
+SELECT colcrypt.encrypt_column('payroll', 'salary', 'payroll');
+RESET ROLE;

@@ -65,8 +65,11 @@ like($node->safe_psql('postgres', q{SELECT try('SELECT v::text FROM t WHERE id =
 	'a new session cannot either');
 $s->quit;
 
-# Its wrapped key is gone from the catalog's files (overwritten in place,
-# no dead row version keeps it).
+# After the commit the background worker zeroes every other copy of the
+# wrapped key in the catalog's files: dead row versions and free space.
+is($node->safe_psql('postgres', 'SELECT colcrypt.audit_flush()'), 't', 'the shredding is done');
+is($node->safe_psql('postgres', q{SELECT shredded_at IS NOT NULL FROM colcrypt.keys WHERE name = 'k1' AND version = 1}),
+	't', 'and recorded');
 $node->safe_psql('postgres', 'CHECKPOINT');
 is(scalar(ColcryptTest::files_containing("$datadir/base", $needle)), 0, 'the wrapped key is in no table file');
 is($node->safe_psql('postgres', q{SELECT wrapped_key IS NULL FROM colcrypt.data_key_version
@@ -97,6 +100,16 @@ check_after('after a restart');
 $node->stop('immediate');
 $node->start;
 check_after('after crash recovery');
+
+# A destroyed version not marked shredded (as after a crash between the
+# commit and the shredding) is shredded when its key is next used.
+$node->safe_psql('postgres', q{UPDATE colcrypt.data_key_version SET shredded_at = NULL
+	WHERE version = 1 AND key_id = (SELECT key_id FROM colcrypt.data_key WHERE name = 'k1')});
+$node->restart;
+$node->safe_psql('postgres', q{SELECT count(*) FROM t WHERE id > 100 AND v::text LIKE 'new%'});
+$node->poll_query_until('postgres', q{SELECT shredded_at IS NOT NULL FROM colcrypt.keys WHERE name = 'k1' AND version = 1})
+  or die 'not shredded';
+pass('it is shredded again after the next use of the key');
 
 # Rows of shredded values can be deleted; new values go to version 2.
 $node->safe_psql('postgres', q{DELETE FROM t WHERE colcrypt._key_version(v) = 1});

@@ -57,6 +57,12 @@ extern Datum ColcryptAudited(FunctionCallInfo fcinfo, const char *action,
 /* Argument n as a C string; an error naming it as what if null. */
 extern char *ColcryptTextArg(FunctionCallInfo fcinfo, int n, const char *what);
 
+/*
+ * Have the database's background worker run ColcryptShredPending() soon
+ * (safe in a commit callback: never errors).
+ */
+extern void ColcryptRequestShred(Oid dboid);
+
 /* Shared memory and the writer worker. */
 extern void ColcryptAuditInit(void);
 extern void ColcryptAuditShmemRequest(void);

@@ -19,4 +19,10 @@ extern void ColcryptLifecycleDefineSettings(void);
 /* Create a data key (version 1, active); returns its id.  Audited. */
 extern uint32 ColcryptCreateKey(const char *name, const char *master_key);
 
+/*
+ * Zero every copy of the wrapped keys of versions destroyed and not yet
+ * shredded, in the caller's transaction; returns how many versions.
+ */
+extern int	ColcryptShredPending(void);
+
 #endif							/* COLCRYPT_LIFECYCLE_H */

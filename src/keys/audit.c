@@ -34,8 +34,10 @@
 #include "catalog/pg_type.h"
 #include "colcrypt/audit.h"
 #include "colcrypt/catalog.h"
+#include "colcrypt/lifecycle.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "port/atomics.h"
@@ -48,6 +50,7 @@
 #include "storage/shmem.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -94,6 +97,8 @@ typedef struct WriterEntry
 	int			pid;			/* 0 while starting */
 	Latch	   *latch;			/* to wake it */
 	TimestampTz started;		/* when it was requested */
+	uint64		shred_requested;	/* shreds asked for: ColcryptShredPending() */
+	uint64		shred_done;		/* value of shred_requested the last run covered */
 } WriterEntry;
 
 typedef struct AuditShared
@@ -154,7 +159,8 @@ mode_log(void)
 	return colcrypt_audit == COLCRYPT_AUDIT_LOG || colcrypt_audit == COLCRYPT_AUDIT_ALL;
 }
 
-static void start_writer(Oid dboid);
+static void start_writer(Oid dboid, bool shred);
+static void kick_writer(Oid dboid, bool shred);
 
 /* The writer entry for a database, or NULL; caller holds the lock. */
 static WriterEntry *
@@ -170,9 +176,6 @@ static void
 enqueue(const AuditSlot *ev)
 {
 	AuditSlot  *slot = NULL;
-	WriterEntry *w;
-	Latch	   *wake = NULL;
-	bool		need_writer;
 
 	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
 	/* A free slot, else the oldest ready one (dropped). */
@@ -194,7 +197,28 @@ enqueue(const AuditSlot *ev)
 		slot->seq = audit->next_seq++;
 		slot->state = SLOT_READY;
 	}
-	w = writer_for(ev->dboid);
+	LWLockRelease(audit->lock);
+
+	if (slot == NULL)
+	{
+		pg_atomic_fetch_add_u64(&audit->dropped, 1);
+		return;
+	}
+	kick_writer(ev->dboid, false);
+}
+
+/*
+ * Wake the writer of a database, starting one if it has none; with shred,
+ * ask it to run ColcryptShredPending() too.  Never errors.
+ */
+static void
+kick_writer(Oid dboid, bool shred)
+{
+	WriterEntry *w;
+	Latch	   *wake = NULL;
+
+	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+	w = writer_for(dboid);
 	/* A writer that never started, or that died: free its entry. */
 	if (w != NULL &&
 		((w->pid == 0 && TimestampDifferenceExceeds(w->started, GetCurrentTimestamp(), 10000)) ||
@@ -203,20 +227,36 @@ enqueue(const AuditSlot *ev)
 		w->dboid = InvalidOid;
 		w = NULL;
 	}
-	need_writer = (w == NULL);
 	if (w != NULL)
+	{
+		if (shred)
+			w->shred_requested++;
 		wake = w->latch;
+	}
 	LWLockRelease(audit->lock);
 
-	if (slot == NULL)
-	{
-		pg_atomic_fetch_add_u64(&audit->dropped, 1);
-		return;
-	}
 	if (wake != NULL)
 		SetLatch(wake);
-	else if (need_writer)
-		start_writer(ev->dboid);
+	else if (w == NULL)
+		start_writer(dboid, shred);
+}
+
+void
+ColcryptRequestShred(Oid dboid)
+{
+	if (audit == NULL || !OidIsValid(dboid) || RecoveryInProgress())
+		return;
+	kick_writer(dboid, true);
+}
+
+/* strlcpy that does not cut a multibyte character in two. */
+static void
+copy_clipped(char *dst, const char *src, size_t size)
+{
+	int			len = pg_mbcliplen(src, strlen(src), size - 1);
+
+	memcpy(dst, src, len);
+	dst[len] = '\0';
 }
 
 static void
@@ -231,14 +271,14 @@ fill_event(AuditSlot *ev, const char *action, const char *object_type,
 	ev->dboid = MyDatabaseId;
 	ev->at = GetCurrentTimestamp();
 	ev->pid = MyProcPid;
-	strlcpy(ev->role, role ? role : "?", sizeof(ev->role));
-	strlcpy(ev->session_role, srole ? srole : "?", sizeof(ev->session_role));
-	strlcpy(ev->action, action, sizeof(ev->action));
-	strlcpy(ev->object_type, object_type, sizeof(ev->object_type));
-	strlcpy(ev->object_name, object_name ? object_name : "", sizeof(ev->object_name));
+	copy_clipped(ev->role, role ? role : "?", sizeof(ev->role));
+	copy_clipped(ev->session_role, srole ? srole : "?", sizeof(ev->session_role));
+	copy_clipped(ev->action, action, sizeof(ev->action));
+	copy_clipped(ev->object_type, object_type, sizeof(ev->object_type));
+	copy_clipped(ev->object_name, object_name ? object_name : "", sizeof(ev->object_name));
 	ev->version = version;
-	strlcpy(ev->outcome, outcome, sizeof(ev->outcome));
-	strlcpy(ev->detail, detail ? detail : "", sizeof(ev->detail));
+	copy_clipped(ev->outcome, outcome, sizeof(ev->outcome));
+	copy_clipped(ev->detail, detail ? detail : "", sizeof(ev->detail));
 }
 
 /* Record one complete event: log line and/or queue, as configured. */
@@ -283,40 +323,75 @@ ColcryptAuditProviderFailure(const char *provider, const char *op,
 }
 
 /* Actions of the current transaction, recorded when it ends. */
+/* Key management actions of this transaction, with their subtransaction. */
+typedef struct PendingAction
+{
+	SubTransactionId subid;
+	AuditSlot	ev;
+} PendingAction;
+
 static List *pending = NIL;
 static bool xact_callback_registered = false;
+
+/* Record, with `outcome`, the pending actions of subtransactions >= subid. */
+static void
+settle_pending(const char *outcome, SubTransactionId subid)
+{
+	List	   *keep = NIL;
+	ListCell   *lc;
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	foreach(lc, pending)
+	{
+		PendingAction *pa = lfirst(lc);
+
+		if (pa->subid < subid)
+		{
+			keep = lappend(keep, pa);
+			continue;
+		}
+		strlcpy(pa->ev.outcome, outcome, sizeof(pa->ev.outcome));
+		pa->ev.at = GetCurrentTimestamp();
+		record(&pa->ev);
+		pfree(pa);
+	}
+	list_free(pending);
+	pending = keep;
+	MemoryContextSwitchTo(old);
+}
 
 static void
 audit_xact_cb(XactEvent event, void *arg)
 {
-	const char *outcome;
-	ListCell   *lc;
-
 	if (pending == NIL)
 		return;
 	if (event == XACT_EVENT_COMMIT)
-		outcome = "ok";
+		settle_pending("ok", InvalidSubTransactionId);
 	else if (event == XACT_EVENT_ABORT)
-		outcome = "rolled back";
-	else
-		return;
-	foreach(lc, pending)
-	{
-		AuditSlot  *ev = lfirst(lc);
+		settle_pending("rolled back", InvalidSubTransactionId);
+	else if (event == XACT_EVENT_PREPARE)
+		settle_pending("prepared", InvalidSubTransactionId);
+}
 
-		strlcpy(ev->outcome, outcome, sizeof(ev->outcome));
-		ev->at = GetCurrentTimestamp();
-		record(ev);
-	}
-	list_free_deep(pending);
-	pending = NIL;
+/*
+ * A subtransaction that aborts (ROLLBACK TO SAVEPOINT, an exception block)
+ * takes its actions, and those of its children, with it.  Subtransaction
+ * ids grow, and any still pending with an id at least the aborting one's
+ * belongs to it or to a child.
+ */
+static void
+audit_subxact_cb(SubXactEvent event, SubTransactionId mySubid,
+				 SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && pending != NIL)
+		settle_pending("rolled back", mySubid);
 }
 
 void
 ColcryptAuditAction(const char *action, const char *object_type,
 					const char *object_name, int32 version, const char *detail)
 {
-	AuditSlot  *ev;
+	PendingAction *pa;
 	MemoryContext old;
 
 	if (colcrypt_audit == COLCRYPT_AUDIT_OFF)
@@ -324,12 +399,14 @@ ColcryptAuditAction(const char *action, const char *object_type,
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(audit_xact_cb, NULL);
+		RegisterSubXactCallback(audit_subxact_cb, NULL);
 		xact_callback_registered = true;
 	}
+	pa = MemoryContextAlloc(TopMemoryContext, sizeof(PendingAction));
+	pa->subid = GetCurrentSubTransactionId();
+	fill_event(&pa->ev, action, object_type, object_name, version, "", detail);
 	old = MemoryContextSwitchTo(TopMemoryContext);
-	ev = palloc(sizeof(AuditSlot));
-	fill_event(ev, action, object_type, object_name, version, "", detail);
-	pending = lappend(pending, ev);
+	pending = lappend(pending, pa);
 	MemoryContextSwitchTo(old);
 }
 
@@ -391,7 +468,7 @@ ColcryptAudited(FunctionCallInfo fcinfo, const char *action, const char *object_
  */
 
 static void
-start_writer(Oid dboid)
+start_writer(Oid dboid, bool shred)
 {
 	BackgroundWorker bgw;
 	WriterEntry *w;
@@ -412,6 +489,8 @@ start_writer(Oid dboid)
 	w->pid = 0;
 	w->latch = NULL;
 	w->started = GetCurrentTimestamp();
+	w->shred_requested = shred ? 1 : 0;
+	w->shred_done = 0;
 	audit->written_seq[w - audit->writers] = 0;
 	LWLockRelease(audit->lock);
 
@@ -448,7 +527,8 @@ slot_seq_cmp(const void *a, const void *b)
 
 /*
  * Insert a batch of events in the order they happened (audit_event.id
- * follows it); false if this database cannot take them.
+ * follows it), in the current transaction; false if this database has no
+ * colcrypt to take them.
  */
 static bool
 insert_events(AuditSlot *evs, int n)
@@ -460,42 +540,96 @@ insert_events(AuditSlot *evs, int n)
 	Oid			types[10] = {TIMESTAMPTZOID, NAMEOID, NAMEOID, TEXTOID, TEXTOID,
 	TEXTOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
 	SPIPlanPtr	plan;
+
+	if (!OidIsValid(get_relname_relid("audit_event", get_namespace_oid(COLCRYPT_SCHEMA, true))))
+		return false;
+	qsort(evs, n, sizeof(AuditSlot), slot_seq_cmp);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare(sql, 10, types);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare the audit insert: %s", SPI_result_code_string(SPI_result));
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[10];
+
+		values[0] = TimestampTzGetDatum(evs[i].at);
+		values[1] = DirectFunctionCall1(namein, CStringGetDatum(evs[i].role));
+		values[2] = DirectFunctionCall1(namein, CStringGetDatum(evs[i].session_role));
+		values[3] = CStringGetTextDatum(evs[i].action);
+		values[4] = CStringGetTextDatum(evs[i].object_type);
+		values[5] = CStringGetTextDatum(evs[i].object_name);
+		values[6] = Int32GetDatum(evs[i].version);
+		values[7] = CStringGetTextDatum(evs[i].outcome);
+		values[8] = CStringGetTextDatum(evs[i].detail);
+		values[9] = Int32GetDatum(evs[i].pid);
+		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert an audit event");
+	}
+	SPI_finish();
+	return true;
+}
+
+/*
+ * Run one unit of the writer's work in a transaction of its own; an error
+ * is logged and the transaction rolled back, and false returned, so that
+ * the worker lives on and retries.
+ */
+typedef struct WriterWork
+{
+	AuditSlot  *batch;
+	int			n;
+	bool		installed;		/* out: colcrypt is installed here */
+	bool		shred;
+} WriterWork;
+
+static bool
+run_work(WriterWork *work)
+{
+	MemoryContext cxt = CurrentMemoryContext;
 	bool		ok = true;
 
-	qsort(evs, n, sizeof(AuditSlot), slot_seq_cmp);
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (!OidIsValid(get_relname_relid("audit_event", get_namespace_oid(COLCRYPT_SCHEMA, true))))
-		ok = false;
-	else
+	PG_TRY();
 	{
-		SPI_connect();
-		plan = SPI_prepare(sql, 10, types);
-		for (int i = 0; i < n; i++)
-		{
-			Datum		values[10];
-
-			values[0] = TimestampTzGetDatum(evs[i].at);
-			values[1] = DirectFunctionCall1(namein, CStringGetDatum(evs[i].role));
-			values[2] = DirectFunctionCall1(namein, CStringGetDatum(evs[i].session_role));
-			values[3] = CStringGetTextDatum(evs[i].action);
-			values[4] = CStringGetTextDatum(evs[i].object_type);
-			values[5] = CStringGetTextDatum(evs[i].object_name);
-			values[6] = Int32GetDatum(evs[i].version);
-			values[7] = CStringGetTextDatum(evs[i].outcome);
-			values[8] = CStringGetTextDatum(evs[i].detail);
-			values[9] = Int32GetDatum(evs[i].pid);
-			SPI_execute_plan(plan, values, NULL, false, 0);
-		}
-		SPI_finish();
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (work->shred)
+			(void) ColcryptShredPending();
+		else
+			work->installed = insert_events(work->batch, work->n);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
 	}
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
 	return ok;
 }
 
-/* On any exit, give the writer entry back if it is still ours. */
+/* Give a writer's taken slots back to the queue (seq <= maxseq). */
+static void
+return_taken(Oid dboid, uint64 maxseq)
+{
+	for (int i = 0; i < AUDIT_SLOTS; i++)
+	{
+		AuditSlot  *s = &audit->slots[i];
+
+		if (s->state == SLOT_TAKEN && s->dboid == dboid && s->seq <= maxseq)
+			s->state = SLOT_READY;
+	}
+}
+
+/*
+ * On any exit, give the writer entry back if it is still ours, and the
+ * events it had taken but not written.
+ */
 static void
 writer_exit(int code, Datum arg)
 {
@@ -504,6 +638,7 @@ writer_exit(int code, Datum arg)
 	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
 	if (w->pid == MyProcPid)
 	{
+		return_taken(w->dboid, PG_UINT64_MAX);
 		w->dboid = InvalidOid;
 		w->pid = 0;
 		w->latch = NULL;
@@ -521,10 +656,18 @@ colcrypt_audit_writer_main(Datum arg)
 	int			wi;
 	AuditSlot  *batch = palloc(sizeof(AuditSlot) * AUDIT_SLOTS);
 	TimestampTz last_work = GetCurrentTimestamp();
+	long		retry_ms = 0;
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	/* Settings of the database or the cluster must not stop it writing. */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("default_transaction_isolation", "read committed", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("statement_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("lock_timeout", "0", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("session_replication_role", "origin", PGC_SUSET, PGC_S_OVERRIDE);
 
 	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
 	w = writer_for(dboid);
@@ -541,9 +684,10 @@ colcrypt_audit_writer_main(Datum arg)
 
 	for (;;)
 	{
-		int			n = 0;
+		WriterWork	work = {batch, 0, true, false};
 		uint64		maxseq = 0;
-		bool		ok;
+		uint64		shred_target;
+		bool		failed = false;
 
 		CHECK_FOR_INTERRUPTS();
 		ResetLatch(MyLatch);
@@ -555,12 +699,15 @@ colcrypt_audit_writer_main(Datum arg)
 
 			if (s->state == SLOT_READY && s->dboid == dboid)
 			{
-				batch[n++] = *s;
+				batch[work.n++] = *s;
 				s->state = SLOT_TAKEN;
 				maxseq = Max(maxseq, s->seq);
 			}
 		}
-		if (n == 0 && TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), WRITER_IDLE_MS))
+		shred_target = w->shred_requested;
+		work.shred = shred_target != w->shred_done;
+		if (work.n == 0 && !work.shred &&
+			TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), WRITER_IDLE_MS))
 		{
 			/* Idle long enough: leave; the next event starts a new writer. */
 			w->dboid = InvalidOid;
@@ -571,24 +718,62 @@ colcrypt_audit_writer_main(Datum arg)
 		}
 		LWLockRelease(audit->lock);
 
-		if (n > 0)
+		if (work.n > 0)
 		{
-			ok = insert_events(batch, n);
-			if (!ok)
-				ereport(LOG,
-						(errmsg("colcrypt: %d audit events for database %u discarded: colcrypt is not installed there",
-								n, dboid)));
-			LWLockAcquire(audit->lock, LW_EXCLUSIVE);
-			for (int i = 0; i < AUDIT_SLOTS; i++)
-			{
-				AuditSlot  *s = &audit->slots[i];
+			bool		shred = work.shred;
 
-				if (s->state == SLOT_TAKEN && s->dboid == dboid && s->seq <= maxseq)
-					s->state = SLOT_FREE;
+			work.shred = false;
+			if (run_work(&work))
+			{
+				if (!work.installed)
+					ereport(LOG,
+							(errmsg("colcrypt: %d audit events for database %u discarded: colcrypt is not installed there",
+									work.n, dboid)));
+				LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+				for (int i = 0; i < AUDIT_SLOTS; i++)
+				{
+					AuditSlot  *s = &audit->slots[i];
+
+					if (s->state == SLOT_TAKEN && s->dboid == dboid && s->seq <= maxseq)
+						s->state = SLOT_FREE;
+				}
+				audit->written_seq[wi] = Max(audit->written_seq[wi], maxseq);
+				LWLockRelease(audit->lock);
+				ConditionVariableBroadcast(&audit->written);
 			}
-			audit->written_seq[wi] = Max(audit->written_seq[wi], maxseq);
-			LWLockRelease(audit->lock);
-			ConditionVariableBroadcast(&audit->written);
+			else
+			{
+				/* Back into the queue, to be tried again. */
+				LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+				return_taken(dboid, maxseq);
+				LWLockRelease(audit->lock);
+				failed = true;
+			}
+			work.shred = shred;
+		}
+		if (work.shred)
+		{
+			if (run_work(&work))
+			{
+				LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+				w->shred_done = shred_target;
+				LWLockRelease(audit->lock);
+				ConditionVariableBroadcast(&audit->written);
+			}
+			else
+				failed = true;	/* shred_done stays behind: tried again */
+		}
+		if (failed)
+		{
+			/* Retry after a pause that grows to 10 s while it keeps failing. */
+			retry_ms = Min(Max(retry_ms * 2, 100), 10000);
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, retry_ms, PG_WAIT_EXTENSION);
+			last_work = GetCurrentTimestamp();
+			continue;
+		}
+		retry_ms = 0;
+		if (work.n > 0 || work.shred)
+		{
 			last_work = GetCurrentTimestamp();
 			continue;
 		}
@@ -622,13 +807,21 @@ colcrypt_audit_flush(PG_FUNCTION_ARGS)
 	TimestampTz start = GetCurrentTimestamp();
 	bool		done = false;
 
+	uint64		shred_target = 0;
+
 	ColcryptRequirePreload();
 	LWLockAcquire(audit->lock, LW_SHARED);
 	for (int i = 0; i < AUDIT_SLOTS; i++)
 		if (audit->slots[i].state != SLOT_FREE && audit->slots[i].dboid == MyDatabaseId)
 			target = Max(target, audit->slots[i].seq);
+	{
+		WriterEntry *w = writer_for(MyDatabaseId);
+
+		if (w != NULL && w->shred_requested != w->shred_done)
+			shred_target = w->shred_requested;
+	}
 	LWLockRelease(audit->lock);
-	if (target == 0)
+	if (target == 0 && shred_target == 0)
 		PG_RETURN_BOOL(true);
 
 	ConditionVariablePrepareToSleep(&audit->written);
@@ -643,6 +836,9 @@ colcrypt_audit_flush(PG_FUNCTION_ARGS)
 				audit->slots[i].seq <= target)
 				pending_left = true;
 		w = writer_for(MyDatabaseId);
+		/* A writer that left had done every shred asked of it. */
+		if (shred_target != 0 && w != NULL && w->shred_done < shred_target)
+			pending_left = true;
 		LWLockRelease(audit->lock);
 		if (!pending_left)
 			done = true;
@@ -651,7 +847,7 @@ colcrypt_audit_flush(PG_FUNCTION_ARGS)
 		else
 		{
 			if (w == NULL)
-				start_writer(MyDatabaseId);
+				start_writer(MyDatabaseId, false);
 			(void) ConditionVariableTimedSleep(&audit->written, 100, PG_WAIT_EXTENSION);
 		}
 	}

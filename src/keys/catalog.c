@@ -32,6 +32,7 @@
 #include "executor/spi.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
+#include "colcrypt/audit.h"
 #include "colcrypt/catalog.h"
 #include "colcrypt/crypto.h"
 #include "colcrypt/keycache.h"
@@ -41,6 +42,7 @@
 #include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -457,6 +459,13 @@ load_meta(ColcryptKeyMeta *meta)
 					(errcode(ERRCODE_DATA_CORRUPTED),
 					 errmsg("data key \"%s\" version %d has an invalid state in the catalog",
 							meta->name, v->version)));
+		/* Destroyed, its copies not shredded yet (a crash came between)? */
+		if ((v->state == COLCRYPT_KEY_DESTROYED || v->state == COLCRYPT_KEY_DESTROYED_COMPROMISED))
+		{
+			(void) getcol(tup, td, "shredded_at", &isnull);
+			if (isnull)
+				ColcryptRequestShred(MyDatabaseId);
+		}
 		versions = lappend(versions, v);
 	}
 	systable_endscan(scan);
@@ -687,14 +696,22 @@ ColcryptCatalogExec(const char *sql, int nargs, Oid *argtypes, Datum *values,
 {
 	Oid			save_userid;
 	int			save_sec_context;
+	int			save_nestlevel;
 	MemoryContext caller = CurrentMemoryContext;
 	uint64		processed;
 	int			rc;
 
-	/* Transaction abort restores the user id if this errors out. */
+	/*
+	 * As the catalog's owner, and with a search_path the caller cannot
+	 * populate (else a function or operator of the caller's could run with
+	 * the owner's rights).  Transaction abort restores both if this errors.
+	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(catalog_owner(),
 						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	save_nestlevel = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 	rc = SPI_execute_with_args(sql, nargs, argtypes, values, nulls, false, 0);
@@ -722,6 +739,7 @@ ColcryptCatalogExec(const char *sql, int nargs, Oid *argtypes, Datum *values,
 		}
 	}
 	SPI_finish();
+	AtEOXact_GUC(true, save_nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	return processed;
 }

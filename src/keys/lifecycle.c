@@ -14,11 +14,11 @@
  * Activating a version deactivates the active one (a key has at most one).
  * Active encrypts and decrypts; deactivated and compromised decrypt only
  * (compromised with a WARNING and an audit row); the others do neither.
- * Destroying records the state, wipes the key from the shared cache (every
- * backend drops its own context of it at its next key use) and, at commit,
- * zeroes every copy of its wrapped key in the catalog's pages (see
- * scrub_wrapped_keys).  Destroying a version that values still use needs
- * force.
+ * Destroying records the state with a NULL wrapped key and, at commit,
+ * wipes the key from the shared cache (every backend drops its own context
+ * of it at its next key use); then the background worker zeroes every other
+ * copy of the wrapped key in the catalog's pages (see ColcryptShredPending).
+ * Destroying a version that values still use needs force.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,6 +40,7 @@
 #include "colcrypt/provider.h"
 #include "colcrypt/types.h"
 #include "executor/spi.h"
+#include "parser/parse_func.h"
 #include "parser/parse_relation.h"
 #include "utils/array.h"
 #include "funcapi.h"
@@ -100,17 +101,25 @@ transition_legal(ColcryptKeyState from, ColcryptKeyState to)
  * pages: the live row version, dead versions that earlier updates (state
  * changes, master key rotations) left behind until vacuum, and the free
  * space of pages, where pruning leaves the bytes of removed row versions.
- * When a transaction that destroys versions commits, every page of
- * colcrypt.data_key_version is rewritten through generic WAL (crash-safe,
- * replicated, full page images whose hole is zero-filled): the wrapped key
- * bytes of every row version of a destroyed (key_id, version) become zeros
- * and so does each page's free space.  The column is STORAGE PLAIN, so its
- * bytes are always in line on these pages.  Copies in older WAL and in
- * backups taken before remain; they are wrapped by the master key, so
- * rotating it and destroying its old versions in the KMS ends them too.
+ *
+ * Destroying a version sets its state and a NULL wrapped key in one
+ * transaction, like any catalog change.  Once that has committed, the
+ * database's background worker (the audit writer) shreds the copies, in a
+ * transaction of its own: every page of colcrypt.data_key_version is
+ * rewritten through generic WAL (crash-safe, replicated, full page images
+ * whose hole is zero-filled), the wrapped key bytes of every row version of
+ * a destroyed version become zeros, as does each page's free space, and
+ * the versions are marked shredded_at.  Shredding only after commit is what
+ * keeps a rolled-back destroy (a savepoint, a serialization failure, a
+ * crash before the commit record) from losing the key; a version destroyed
+ * but not yet shredded, after a crash say, is found and shredded when key
+ * metadata is next read.  The column is STORAGE PLAIN, so its bytes are
+ * always in line on these pages.  Copies in older WAL and in backups taken
+ * before remain; they are wrapped by the master key, so rotating it and
+ * destroying its old versions in the KMS ends them too.
  */
-static List *to_shred = NIL;	/* int64 *: key_id << 32 | version */
-static bool shred_callback_registered = false;
+static bool destroyed_in_xact = false;
+static bool destroy_callback_registered = false;
 
 /* Does the row version at `tup` belong to a version in `victims`? */
 static bool
@@ -209,54 +218,88 @@ scrub_wrapped_keys(List *victims)
 	table_close(rel, NoLock);
 }
 
+/*
+ * Shred the copies of every destroyed version not shredded yet, in the
+ * current transaction (the writer's); returns how many versions.
+ */
+int
+ColcryptShredPending(void)
+{
+	List	   *victims = NIL;
+	uint64		n;
+
+	if (!OidIsValid(ColcryptCatalogRelid("data_key_version")))
+		return 0;
+	n = ColcryptCatalogExec("SELECT 1 FROM colcrypt.data_key_version"
+							" WHERE state IN ('destroyed', 'destroyed-compromised') AND shredded_at IS NULL"
+							" FOR UPDATE", 0, NULL, NULL, NULL, NULL, NULL);
+	if (n == 0)
+		return 0;
+	{
+		Datum		d;
+		bool		isnull;
+		ArrayType  *arr;
+		Datum	   *elems;
+		int			nelems;
+
+		ColcryptCatalogExec("SELECT array_agg(((key_id::int8 << 32) | version::int8))"
+							" FROM colcrypt.data_key_version"
+							" WHERE state IN ('destroyed', 'destroyed-compromised') AND shredded_at IS NULL",
+							0, NULL, NULL, NULL, &d, &isnull);
+		if (isnull)
+			return 0;
+		arr = DatumGetArrayTypeP(d);
+		deconstruct_array(arr, INT8OID, 8, true, TYPALIGN_DOUBLE, &elems, NULL, &nelems);
+		for (int i = 0; i < nelems; i++)
+		{
+			int64	   *kv = palloc(sizeof(int64));
+
+			*kv = DatumGetInt64(elems[i]);
+			victims = lappend(victims, kv);
+		}
+	}
+	scrub_wrapped_keys(victims);
+	ColcryptCatalogExec("UPDATE colcrypt.data_key_version SET shredded_at = now()"
+						" WHERE state IN ('destroyed', 'destroyed-compromised') AND shredded_at IS NULL",
+						0, NULL, NULL, NULL, NULL, NULL);
+	return list_length(victims);
+}
+
+/* After a destroy commits, have the copies shredded. */
 static void
-shred_xact_cb(XactEvent event, void *arg)
+destroy_xact_cb(XactEvent event, void *arg)
 {
 	switch (event)
 	{
-		case XACT_EVENT_PRE_COMMIT:
-			if (to_shred != NIL)
-			{
-				List	   *victims = to_shred;
-
-				to_shred = NIL;
-				scrub_wrapped_keys(victims);
-				list_free_deep(victims);
-			}
-			break;
 		case XACT_EVENT_PRE_PREPARE:
-			if (to_shred != NIL)
+			if (destroyed_in_xact)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot prepare a transaction that destroys a data key version")));
 			break;
+		case XACT_EVENT_COMMIT:
+			if (destroyed_in_xact)
+				ColcryptRequestShred(MyDatabaseId);
+			destroyed_in_xact = false;
+			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			list_free_deep(to_shred);
-			to_shred = NIL;
+			destroyed_in_xact = false;
 			break;
 		default:
 			break;
 	}
 }
 
-/* Shred every copy of (key_id, version)'s wrapped key when this commits. */
 static void
-shred_at_commit(uint32 key_id, int32 version)
+note_destroy(void)
 {
-	MemoryContext old;
-	int64	   *kv;
-
-	if (!shred_callback_registered)
+	if (!destroy_callback_registered)
 	{
-		RegisterXactCallback(shred_xact_cb, NULL);
-		shred_callback_registered = true;
+		RegisterXactCallback(destroy_xact_cb, NULL);
+		destroy_callback_registered = true;
 	}
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	kv = palloc(sizeof(int64));
-	*kv = ((int64) key_id << 32) | (uint32) version;
-	to_shred = lappend(to_shred, kv);
-	MemoryContextSwitchTo(old);
+	destroyed_in_xact = true;
 }
 
 /* Values still under (key_id, version) in tables, and where. */
@@ -359,7 +402,7 @@ set_key_state_body(FunctionCallInfo fcinfo)
 		ColcryptCatalogExec("UPDATE colcrypt.data_key_version SET state = $3, wrapped_key = NULL,"
 							" destroyed_at = now() WHERE key_id = $1 AND version = $2",
 							3, types, values, NULL, NULL, NULL);
-		shred_at_commit(key_id, version);
+		note_destroy();
 		ColcryptForgetAtCommit(key_id, version);
 		ColcryptDekForget(key_id, version);
 	}
@@ -450,6 +493,14 @@ rotate_master_key_body(FunctionCallInfo fcinfo)
 	Datum		values[4];
 
 	ColcryptRequirePreload();
+
+	/*
+	 * Lock the master key first, then read it: concurrent rotations queue
+	 * up, and each starts from the state the one before it left.
+	 */
+	values[0] = CStringGetTextDatum(name);
+	ColcryptCatalogExec("SELECT 1 FROM colcrypt.master_key WHERE name = $1 FOR UPDATE",
+						1, types, values, NULL, NULL, NULL);
 	if (!fetch_master_key(name, NULL, &old))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -462,11 +513,6 @@ rotate_master_key_body(FunctionCallInfo fcinfo)
 		target = old;
 	if (new_key_ref != NULL)
 		target.key_ref = new_key_ref;
-
-	/* Lock the master key: concurrent rotations of it queue up. */
-	values[0] = CStringGetTextDatum(name);
-	ColcryptCatalogExec("SELECT 1 FROM colcrypt.master_key WHERE name = $1 FOR UPDATE",
-						1, types, values, NULL, NULL, NULL);
 
 	if (new_provider == NULL && new_key_ref == NULL)
 		cmk_version = ColcryptProviderRotateCmk(target.provider, target.kind, target.options,
@@ -633,15 +679,91 @@ value_is_stale(const cc_envelope *env)
 						 v->state == COLCRYPT_KEY_COMPROMISED);
 }
 
+/*
+ * An argument that is an array (or a domain over one) of an encrypted type
+ * (or a domain over one), deconstructed; false if it is not such an array.
+ */
+typedef struct EncArray
+{
+	ArrayType  *arr;
+	Oid			elemtype;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+} EncArray;
+
+static bool
+encrypted_array_arg(FunctionCallInfo fcinfo, EncArray *a)
+{
+	Oid			argtype = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	Oid			elem;
+
+	if (!OidIsValid(argtype))
+		return false;
+	elem = get_element_type(getBaseType(argtype));
+	if (!OidIsValid(elem) || !ColcryptIsEncryptedType(elem))
+		return false;
+	a->arr = PG_GETARG_ARRAYTYPE_P(0);
+	a->elemtype = ARR_ELEMTYPE(a->arr);
+	get_typlenbyvalalign(a->elemtype, &a->typlen, &a->typbyval, &a->typalign);
+	deconstruct_array(a->arr, a->elemtype, a->typlen, a->typbyval, a->typalign,
+					  &a->elems, &a->nulls, &a->n);
+	return true;
+}
+
 PG_FUNCTION_INFO_V1(colcrypt_stale);
 
+/* Whether a value (or an element of an array of them) is stale. */
 Datum
 colcrypt_stale(PG_FUNCTION_ARGS)
 {
 	cc_envelope env;
+	EncArray	a;
 
+	if (encrypted_array_arg(fcinfo, &a))
+	{
+		for (int i = 0; i < a.n; i++)
+		{
+			if (a.nulls[i])
+				continue;
+			parse_datum((struct varlena *) DatumGetPointer(a.elems[i]), &env);
+			if (value_is_stale(&env))
+				PG_RETURN_BOOL(true);
+		}
+		PG_RETURN_BOOL(false);
+	}
 	(void) encrypted_arg(fcinfo, &env);
 	PG_RETURN_BOOL(value_is_stale(&env));
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_version_count);
+
+/* How many of a value, or of an array's elements, are under (key, version). */
+Datum
+colcrypt_version_count(PG_FUNCTION_ARGS)
+{
+	uint32		key_id = (uint32) PG_GETARG_INT32(1);
+	uint32		version = (uint32) PG_GETARG_INT32(2);
+	cc_envelope env;
+	EncArray	a;
+	int32		n = 0;
+
+	if (encrypted_array_arg(fcinfo, &a))
+	{
+		for (int i = 0; i < a.n; i++)
+		{
+			if (a.nulls[i])
+				continue;
+			parse_datum((struct varlena *) DatumGetPointer(a.elems[i]), &env);
+			n += (env.key_id == key_id && env.key_version == version);
+		}
+		PG_RETURN_INT32(n);
+	}
+	(void) encrypted_arg(fcinfo, &env);
+	PG_RETURN_INT32(env.key_id == key_id && env.key_version == version ? 1 : 0);
 }
 
 PG_FUNCTION_INFO_V1(colcrypt_key_version);
@@ -669,30 +791,79 @@ colcrypt_key_id_of(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(colcrypt_reencrypt_value);
 
 /* The value under its key's active version, same kind; unchanged if fresh. */
-Datum
-colcrypt_reencrypt_value(PG_FUNCTION_ARGS)
+static struct varlena *
+reencrypt_envelope(const cc_envelope *env)
 {
-	cc_envelope env;
-	struct varlena *v = encrypted_arg(fcinfo, &env);
 	uint8	   *pt;
 	size_t		len;
 	struct varlena *res;
 
-	if (!value_is_stale(&env))
-		PG_RETURN_POINTER(v);
-	pt = open_envelope(&env, &len);
-	res = seal_with(desc_of(env.type), ColcryptDekForEncrypt(env.key_id),
-					env.alg == CC_ALG_AES256_SIV, pt, len);
+	pt = open_envelope(env, &len);
+	res = seal_with(desc_of(env->type), ColcryptDekForEncrypt(env->key_id),
+					env->alg == CC_ALG_AES256_SIV, pt, len);
+	cc_wipe(pt, len);
 	pfree(pt);
-	PG_RETURN_POINTER(res);
+	return res;
 }
 
-PG_FUNCTION_INFO_V1(colcrypt_is_encrypted_type);
+/*
+ * An array of encrypted values with its stale elements re-encrypted, same
+ * dimensions and bounds; the array itself if none was stale.
+ */
+static Datum
+reencrypt_array(EncArray *a)
+{
+	bool		changed = false;
+
+	for (int i = 0; i < a->n; i++)
+	{
+		cc_envelope env;
+
+		if (a->nulls[i])
+			continue;
+		parse_datum((struct varlena *) DatumGetPointer(a->elems[i]), &env);
+		if (value_is_stale(&env))
+		{
+			a->elems[i] = PointerGetDatum(reencrypt_envelope(&env));
+			changed = true;
+		}
+	}
+	if (!changed)
+		return PointerGetDatum(a->arr);
+	return PointerGetDatum(construct_md_array(a->elems, a->nulls, ARR_NDIM(a->arr),
+											  ARR_DIMS(a->arr), ARR_LBOUND(a->arr),
+											  a->elemtype, a->typlen, a->typbyval,
+											  a->typalign));
+}
 
 Datum
-colcrypt_is_encrypted_type(PG_FUNCTION_ARGS)
+colcrypt_reencrypt_value(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_BOOL(ColcryptIsEncryptedType(PG_GETARG_OID(0)));
+	cc_envelope env;
+	struct varlena *v;
+	EncArray	a;
+
+	if (encrypted_array_arg(fcinfo, &a))
+		return reencrypt_array(&a);
+	v = encrypted_arg(fcinfo, &env);
+	if (!value_is_stale(&env))
+		PG_RETURN_POINTER(v);
+	PG_RETURN_POINTER(reencrypt_envelope(&env));
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_holds_encrypted);
+
+/* An encrypted type, or an array of one, either maybe under domains. */
+Datum
+colcrypt_holds_encrypted(PG_FUNCTION_ARGS)
+{
+	Oid			typid = PG_GETARG_OID(0);
+	Oid			elem;
+
+	if (ColcryptIsEncryptedType(typid))
+		PG_RETURN_BOOL(true);
+	elem = get_element_type(getBaseType(typid));
+	PG_RETURN_BOOL(OidIsValid(elem) && ColcryptIsEncryptedType(elem));
 }
 
 #define PROGRESS_SLOTS 64
@@ -773,10 +944,12 @@ Datum
 colcrypt_progress_report(PG_FUNCTION_ARGS)
 {
 	ProgressSlot *mine = NULL;
-
 	static bool callbacks_registered = false;
+	char		phase[32] = "";
 
 	ColcryptRequirePreload();
+	if (!PG_ARGISNULL(1))
+		text_to_cstring_buffer(PG_GETARG_TEXT_PP(1), phase, sizeof(phase));
 	if (!callbacks_registered)
 	{
 		RegisterXactCallback(progress_xact_callback, NULL);
@@ -805,7 +978,7 @@ colcrypt_progress_report(PG_FUNCTION_ARGS)
 		mine->pid = MyProcPid;
 		mine->dboid = MyDatabaseId;
 		mine->relid = PG_GETARG_OID(0);
-		text_to_cstring_buffer(PG_GETARG_TEXT_PP(1), mine->phase, sizeof(mine->phase));
+		memcpy(mine->phase, phase, sizeof(mine->phase));
 		mine->total = PG_GETARG_INT64(2);
 		mine->done = PG_GETARG_INT64(3);
 		mine->updated = GetCurrentTimestamp();
@@ -873,46 +1046,46 @@ encrypted_type_for(Oid typid, int32 typmod, const char **enc, const char **plain
 		case TEXTOID:
 		case NAMEOID:
 			*enc = "encrypted_text";
-			*plain = "text";
+			*plain = "pg_catalog.text";
 			return true;
 		case BYTEAOID:
 			*enc = "encrypted_bytea";
-			*plain = "bytea";
+			*plain = "pg_catalog.bytea";
 			return true;
 		case INT2OID:
 			*lost = "range";
 			/* FALLTHROUGH */
 		case INT4OID:
 			*enc = "encrypted_int4";
-			*plain = "int4";
+			*plain = "pg_catalog.int4";
 			return true;
 		case INT8OID:
 			*enc = "encrypted_int8";
-			*plain = "int8";
+			*plain = "pg_catalog.int8";
 			return true;
 		case NUMERICOID:
 			if (typmod >= 0)
 				*lost = "precision and scale";
 			*enc = "encrypted_numeric";
-			*plain = "numeric";
+			*plain = "pg_catalog.numeric";
 			return true;
 		case FLOAT8OID:
 			*enc = "encrypted_float8";
-			*plain = "float8";
+			*plain = "pg_catalog.float8";
 			return true;
 		case DATEOID:
 			*enc = "encrypted_date";
-			*plain = "date";
+			*plain = "pg_catalog.date";
 			return true;
 		case TIMESTAMPTZOID:
 			if (typmod >= 0)
 				*lost = "fractional-second precision";
 			*enc = "encrypted_timestamptz";
-			*plain = "timestamptz";
+			*plain = "pg_catalog.timestamptz";
 			return true;
 		case JSONBOID:
 			*enc = "encrypted_jsonb";
-			*plain = "jsonb";
+			*plain = "pg_catalog.jsonb";
 			return true;
 	}
 	return false;
@@ -1034,13 +1207,37 @@ encrypt_column_body(FunctionCallInfo fcinfo)
 		keyname = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	else
 		keyname = get_rel_name(relid);
-	if (ColcryptGetKeyMetaByName(keyname, true) == NULL)
 	{
-		if (!PG_ARGISNULL(2))
-			(void) ColcryptGetKeyMetaByName(keyname, false);	/* 42704 */
-		ColcryptCreateKey(keyname, master_key_for_new_key());
-		created = true;
-		CommandCounterIncrement();
+		ColcryptKeyMeta *meta = ColcryptGetKeyMetaByName(keyname, true);
+
+		if (meta == NULL)
+		{
+			Oid			argtypes[2] = {TEXTOID, TEXTOID};
+			Oid			create_fn;
+
+			if (!PG_ARGISNULL(2))
+				(void) ColcryptGetKeyMetaByName(keyname, false);	/* 42704 */
+			/* Creating the table's key takes what create_key takes. */
+			create_fn = LookupFuncName(list_make2(makeString(COLCRYPT_SCHEMA), makeString("create_key")),
+									   2, argtypes, false);
+			if (pg_proc_aclcheck(create_fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+						 errmsg("permission denied to create data key \"%s\" for the table", keyname),
+						 errhint("Name an existing data key you may encrypt with, or have it created with colcrypt.create_key().")));
+			ColcryptCreateKey(keyname, master_key_for_new_key());
+			created = true;
+			CommandCounterIncrement();
+		}
+		else if (PG_ARGISNULL(2) && !has_privs_of_role(GetUserId(), meta->owner))
+		{
+			/* A key named after the table, but someone else's: not implied. */
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("data key \"%s\" is not owned by the current role", keyname),
+					 errdetail("A key named after the table is used without being named only when the current role owns it."),
+					 errhint("Name the key to use explicitly.")));
+		}
 	}
 	ColcryptCheckKeyPrivilege(ColcryptKeyIdFromName(keyname), COLCRYPT_PRIV_ENCRYPT);
 

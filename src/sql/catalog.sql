@@ -54,6 +54,7 @@ CREATE TABLE colcrypt.data_key_version (
     deactivated_at  timestamptz,
     compromised_at  timestamptz,
     destroyed_at    timestamptz,
+    shredded_at     timestamptz,    -- every copy of the wrapped key zeroed
     PRIMARY KEY (key_id, version),
     CHECK ((wrapped_key IS NULL) = (state IN ('destroyed', 'destroyed-compromised')))
 );
@@ -163,8 +164,10 @@ REVOKE EXECUTE ON FUNCTION colcrypt.add_provider(text, text, jsonb),
 -- rewritten in batches that each commit.
 ------------------------------------------------------------------------
 
-CREATE FUNCTION colcrypt._is_encrypted_type(oid) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'colcrypt_is_encrypted_type' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION colcrypt._holds_encrypted(oid) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'colcrypt_holds_encrypted' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION colcrypt._version_count(anyelement, integer, integer) RETURNS integer
+    AS 'MODULE_PATHNAME', 'colcrypt_version_count' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION colcrypt._stale(anyelement) RETURNS boolean
     AS 'MODULE_PATHNAME', 'colcrypt_stale' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION colcrypt._reencrypt(anyelement) RETURNS anyelement
@@ -186,7 +189,11 @@ CREATE VIEW colcrypt.reencrypt_progress AS
       FROM colcrypt._progress_rows();
 COMMENT ON VIEW colcrypt.reencrypt_progress IS 'One row per running colcrypt.reencrypt, like pg_stat_progress_*';
 
-CREATE PROCEDURE colcrypt.reencrypt(tbl regclass, batch_size integer DEFAULT 10000)
+-- One table (no children): the work of colcrypt.reencrypt.  Each of its
+-- transactions starts by fixing search_path (a transaction-local setting,
+-- as a procedure that commits cannot have a SET clause), so nothing from
+-- the caller's schemas runs in it.
+CREATE PROCEDURE colcrypt._reencrypt_relation(tbl regclass, label text, batch_size integer)
 LANGUAGE plpgsql AS $reencrypt$
 DECLARE
     cols        text[];
@@ -200,17 +207,15 @@ DECLARE
     step        bigint;
     blk         bigint;
     pass        integer := 0;
-    superuser   boolean := (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user);
+    superuser   boolean;
 BEGIN
-    IF batch_size IS NULL OR batch_size < 1 THEN
-        RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
-    END IF;
-    SELECT array_agg(pg_catalog.quote_ident(attname::text) ORDER BY attnum) INTO cols
-      FROM pg_catalog.pg_attribute
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    superuser := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
+    SELECT array_agg(quote_ident(attname::text) ORDER BY attnum) INTO cols
+      FROM pg_attribute
      WHERE attrelid = tbl AND attnum > 0 AND NOT attisdropped
-       AND colcrypt._is_encrypted_type(atttypid);
+       AND colcrypt._holds_encrypted(atttypid);
     IF cols IS NULL THEN
-        RAISE NOTICE 'reencrypt %: no encrypted columns', tbl;
         RETURN;
     END IF;
     SELECT string_agg(format('colcrypt._stale(%s)', c), ' OR '),
@@ -218,8 +223,8 @@ BEGIN
       INTO stale_cond, set_list FROM unnest(cols) c;
 
     PERFORM colcrypt._progress(tbl, 'counting', 0, 0);
-    EXECUTE format('SELECT count(*) FROM %s WHERE %s', tbl, stale_cond) INTO total;
-    RAISE NOTICE 'reencrypt %: % rows hold values not under their key''s active version', tbl, total;
+    EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %s', tbl, stale_cond) INTO total;
+    RAISE NOTICE 'reencrypt %: % rows hold values not under their key''s active version', label, total;
     COMMIT;
 
     -- Passes over the table in block ranges of about batch_size rows.  Rows
@@ -229,16 +234,17 @@ BEGIN
         pass := pass + 1;
         blk := 0;
         LOOP
-            pages := pg_catalog.pg_relation_size(tbl) / current_setting('block_size')::integer;
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+            pages := pg_relation_size(tbl) / current_setting('block_size')::integer;
             EXIT WHEN blk >= pages;
             step := greatest(1, batch_size / greatest(1.0,
                         (SELECT CASE WHEN relpages > 0 THEN reltuples / relpages ELSE 100 END
-                           FROM pg_catalog.pg_class WHERE oid = tbl)))::bigint;
+                           FROM pg_class WHERE oid = tbl)))::bigint;
             IF superuser THEN
                 -- Re-encryption is not an application update: no user triggers.
                 PERFORM set_config('session_replication_role', 'replica', true);
             END IF;
-            EXECUTE format('UPDATE %1$s t SET %2$s FROM (SELECT ctid FROM %1$s'
+            EXECUTE format('UPDATE ONLY %1$s t SET %2$s FROM (SELECT ctid FROM ONLY %1$s'
                            ' WHERE ctid >= $1 AND ctid < $2 AND (%3$s) FOR UPDATE SKIP LOCKED) b'
                            ' WHERE t.ctid = b.ctid', tbl, set_list, stale_cond)
               USING format('(%s,0)', blk)::tid, format('(%s,0)', blk + step)::tid;
@@ -248,43 +254,79 @@ BEGIN
             PERFORM colcrypt._progress(tbl, format('pass %s', pass), total, done);
             COMMIT;
             IF updated > 0 THEN
-                RAISE NOTICE 'reencrypt %: % of % rows (% %%)', tbl, done, total,
+                RAISE NOTICE 'reencrypt %: % of % rows (% %%)', label, done, total,
                     round(100.0 * least(done, total) / total, 1);
             END IF;
         END LOOP;
-        EXECUTE format('SELECT count(*) FROM %s WHERE %s', tbl, stale_cond) INTO remaining;
+        EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %s', tbl, stale_cond) INTO remaining;
         EXIT WHEN remaining = 0 OR pass >= 10;
         total := done + remaining;
     END LOOP;
     PERFORM colcrypt._progress(tbl, NULL, 0, 0);
     IF remaining > 0 THEN
-        RAISE WARNING 'reencrypt %: % rows still locked by other transactions', tbl, remaining
+        RAISE WARNING 'reencrypt %: % rows still locked by other transactions', label, remaining
             USING HINT = 'Run colcrypt.reencrypt again to finish.';
     END IF;
-    RAISE NOTICE 'reencrypt %: done, % rows re-encrypted', tbl, done;
+    RAISE NOTICE 'reencrypt %: done, % rows re-encrypted', label, done;
 END
 $reencrypt$;
-COMMENT ON PROCEDURE colcrypt.reencrypt(regclass, integer) IS 'Rewrite every value of a table that is not under its key''s active version, in batches that each commit; safe beside concurrent reads and writes, resumable';
+
+-- The table and, for a partitioned or inheritance parent, every table
+-- below it, one after the other.
+CREATE PROCEDURE colcrypt.reencrypt(tbl regclass, batch_size integer DEFAULT 10000)
+LANGUAGE plpgsql AS $reencrypt$
+DECLARE
+    rels    oid[];
+    labels  text[];
+BEGIN
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
+    END IF;
+    -- Names as the caller's search_path shows them, for the messages.
+    WITH RECURSIVE tree(relid) AS (
+        SELECT tbl::oid
+        UNION
+        SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid
+    )
+    SELECT pg_catalog.array_agg(c.oid ORDER BY c.oid::regclass::text),
+           pg_catalog.array_agg(c.oid::regclass::text ORDER BY c.oid::regclass::text)
+      INTO rels, labels
+      FROM tree t JOIN pg_catalog.pg_class c ON c.oid = t.relid
+     WHERE c.relkind = 'r'
+       AND EXISTS (SELECT FROM pg_catalog.pg_attribute a
+                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                      AND colcrypt._holds_encrypted(a.atttypid));
+    IF rels IS NULL THEN
+        RAISE NOTICE 'reencrypt %: no encrypted columns', tbl;
+        RETURN;
+    END IF;
+    FOR i IN 1 .. pg_catalog.array_length(rels, 1) LOOP
+        CALL colcrypt._reencrypt_relation(rels[i]::regclass, labels[i], batch_size);
+    END LOOP;
+END
+$reencrypt$;
+COMMENT ON PROCEDURE colcrypt.reencrypt(regclass, integer) IS 'Rewrite every value of a table (and of its partitions or children) that is not under its key''s active version, in batches that each commit; safe beside concurrent reads and writes, resumable';
 
 -- Where values of a key version are, for destroying it (as the owner: it
--- must see every table).
+-- must see every table).  Values are counted by what their envelopes say,
+-- in every column that can hold encrypted values (types, domains, arrays),
+-- whatever key its type modifier names.
 CREATE FUNCTION colcrypt._version_usage(key_id integer, version integer,
         OUT relation text, OUT col text, OUT n bigint)
-    RETURNS SETOF record LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $usage$
+    RETURNS SETOF record LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $usage$
 DECLARE
     r record;
 BEGIN
     FOR r IN SELECT a.attrelid::regclass AS rel, a.attname
                FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
               WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'm')
-                AND a.atttypmod >= 0 AND (a.atttypmod >> 2) = _version_usage.key_id
-                AND colcrypt._is_encrypted_type(a.atttypid)
+                AND colcrypt._holds_encrypted(a.atttypid)
               ORDER BY 1, 2
     LOOP
         relation := r.rel::text;
         col := r.attname;
-        EXECUTE format('SELECT count(*) FROM ONLY %s WHERE colcrypt._key_id(%I) = $1 AND colcrypt._key_version(%I) = $2',
-                       r.rel, r.attname, r.attname)
+        EXECUTE format('SELECT coalesce(sum(colcrypt._version_count(%I, $1, $2)), 0) FROM ONLY %s',
+                       r.attname, r.rel)
           INTO n USING _version_usage.key_id, _version_usage.version;
         RETURN NEXT;
     END LOOP;
@@ -294,7 +336,7 @@ REVOKE EXECUTE ON FUNCTION colcrypt._version_usage(integer, integer) FROM PUBLIC
 
 CREATE FUNCTION colcrypt.audit_flush(timeout_ms integer DEFAULT 10000) RETURNS boolean
     AS 'MODULE_PATHNAME', 'colcrypt_audit_flush' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION colcrypt.audit_flush(integer) IS 'Wait until the audit events of this database queued so far are in colcrypt.audit_log';
+COMMENT ON FUNCTION colcrypt.audit_flush(integer) IS 'Wait until the audit events of this database queued so far are in colcrypt.audit_log, and the shredding of destroyed keys asked for so far is done';
 CREATE FUNCTION colcrypt._audit_queue(OUT waiting integer, OUT dropped bigint, OUT writers integer)
     RETURNS record AS 'MODULE_PATHNAME', 'colcrypt_audit_queue_stats' LANGUAGE C VOLATILE;
 CREATE VIEW colcrypt.audit_queue AS SELECT * FROM colcrypt._audit_queue();
@@ -319,7 +361,7 @@ CREATE VIEW colcrypt.master_keys AS
 CREATE VIEW colcrypt.keys AS
     SELECT k.name, v.version, v.state, v.master_key, k.owner,
            v.created_at, v.activated_at, v.deactivated_at, v.compromised_at, v.destroyed_at,
-           k.key_id
+           v.shredded_at, k.key_id
       FROM colcrypt.data_key k JOIN colcrypt.data_key_version v USING (key_id);
 
 CREATE VIEW colcrypt.key_grants AS

@@ -87,6 +87,14 @@ effective_typmod(Oid typid, int32 typmod)
 		typmod = typ->typtypmod;
 		ReleaseSysCache(tup);
 	}
+	/* An array of a domain that names the key. */
+	if (typmod < 0)
+	{
+		Oid			elem = get_element_type(typid);
+
+		if (OidIsValid(elem))
+			return effective_typmod(elem, -1);
+	}
 	return typmod;
 }
 
