@@ -47,5 +47,16 @@ SELECT action, object_name, outcome FROM colcrypt.audit_log WHERE object_name = 
 SELECT count(*) AS not_created FROM colcrypt.master_keys WHERE name = 'rolled';
 SELECT colcrypt.drop_master_key('unaudited');
 
+-- When the writer cannot insert, events wait in the queue and are written
+-- once it can; none is lost.
+ALTER TABLE colcrypt.audit_event ADD CONSTRAINT refuse_all CHECK (false) NOT VALID;
+SELECT colcrypt.add_master_key('while_blocked', 'dev', 'blocked-cmk');
+SELECT colcrypt.audit_flush(1500) AS flushed_while_blocked;
+SELECT waiting > 0 AS events_wait FROM colcrypt.audit_queue;
+ALTER TABLE colcrypt.audit_event DROP CONSTRAINT refuse_all;
+SELECT colcrypt.audit_flush() AS flushed;
+SELECT action, object_name, outcome FROM colcrypt.audit_log WHERE object_name = 'while_blocked';
+SELECT colcrypt.drop_master_key('while_blocked');
+
 -- The settings.
 SELECT name, setting, unit, context FROM pg_settings WHERE name LIKE 'colcrypt.%' ORDER BY name;
