@@ -153,8 +153,8 @@ SELECT name, version, state FROM colcrypt.keys WHERE name = 'orders' ORDER BY ve
 \echo
 \echo '################################################################################'
 \echo '# 10. Crypto-shredding.  Destroying a key version in use needs force and says'
-\echo '#     how many values it shreds; its wrapped key is zeroed in the catalog files'
-\echo '#     at commit and the values can never be read again.'
+\echo '#     how many values it shreds; after commit every copy of its wrapped key in'
+\echo '#     the catalog files is zeroed, and the values can never be read again.'
 \echo '################################################################################'
 SELECT colcrypt.create_key('sessions', 'main');
 CREATE TABLE sessions (id integer, token colcrypt.encrypted_text(sessions));
@@ -163,8 +163,10 @@ SELECT colcrypt.rotate_key('sessions');
 SELECT colcrypt.set_key_state('sessions', 1, 'destroyed');
 SELECT colcrypt.set_key_state('sessions', 1, 'destroyed', force => true);
 SELECT token FROM sessions WHERE id = 1;
-SELECT version, state, wrapped_key IS NULL AS wrapped_key_gone FROM colcrypt.data_key_version
- WHERE key_id = colcrypt._key_id((SELECT token FROM sessions LIMIT 1)) ORDER BY version;
+SELECT colcrypt.audit_flush();   -- waits for the background worker's shredding too
+SELECT version, k.state, wrapped_key IS NULL AS wrapped_key_gone, k.shredded_at IS NOT NULL AS shredded
+  FROM colcrypt.keys k JOIN colcrypt.data_key_version v USING (key_id, version)
+ WHERE k.name = 'sessions' ORDER BY version;
 -- A compromised version still decrypts, loudly, and encrypts nothing.
 SELECT colcrypt.set_key_state('customers', 1, 'compromised');
 SELECT name, ssn FROM customers WHERE id = 1;
