@@ -127,6 +127,13 @@ like($err, qr/cannot prepare a transaction that destroys a data key version/, 'P
 is($node->safe_psql('postgres', q{SELECT state FROM colcrypt.keys WHERE name = 'k1' AND version = 2}
 	. q{ UNION ALL SELECT count(*)::text FROM pg_prepared_xacts}), "deactivated\n0", 'and nothing changed');
 is($node->safe_psql('postgres', 'SELECT v FROM t WHERE id = 150'), 'new secret 150', 'version 2 still decrypts');
+# A destroy rolled back to a savepoint does not stand in PREPARE's way.
+($ret, $out, $err) = $node->psql('postgres', q{BEGIN; SAVEPOINT s;
+	SELECT colcrypt.set_key_state('k1', 2, 'destroyed', force => true);
+	ROLLBACK TO s;
+	PREPARE TRANSACTION 'no_shred'});
+is($ret, 0, 'PREPARE after a destroy rolled back to a savepoint works') or diag $err;
+$node->safe_psql('postgres', q{ROLLBACK PREPARED 'no_shred'});
 
 $node->stop;
 done_testing();

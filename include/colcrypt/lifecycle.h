@@ -25,4 +25,7 @@ extern uint32 ColcryptCreateKey(const char *name, const char *master_key);
  */
 extern int	ColcryptShredPending(void);
 
+/* Whether a destroyed version's copies still wait to be shredded. */
+extern bool ColcryptShredIsPending(void);
+
 #endif							/* COLCRYPT_LIFECYCLE_H */

@@ -66,6 +66,7 @@
  */
 #define WRITER_IDLE_MS		1000
 #define DETAIL_LEN			400
+#define WRITER_MAX_FAILURES	8
 
 typedef enum SlotState
 {
@@ -97,8 +98,7 @@ typedef struct WriterEntry
 	int			pid;			/* 0 while starting */
 	Latch	   *latch;			/* to wake it */
 	TimestampTz started;		/* when it was requested */
-	uint64		shred_requested;	/* shreds asked for: ColcryptShredPending() */
-	uint64		shred_done;		/* value of shred_requested the last run covered */
+	bool		shred_requested;	/* run ColcryptShredPending() */
 } WriterEntry;
 
 typedef struct AuditShared
@@ -229,8 +229,7 @@ kick_writer(Oid dboid, bool shred)
 	}
 	if (w != NULL)
 	{
-		if (shred)
-			w->shred_requested++;
+		w->shred_requested |= shred;
 		wake = w->latch;
 	}
 	LWLockRelease(audit->lock);
@@ -286,14 +285,16 @@ static void
 record(const AuditSlot *ev)
 {
 	bool		standby = RecoveryInProgress();
+	char		version[32] = "";
 
 	if (colcrypt_audit == COLCRYPT_AUDIT_OFF)
 		return;
+	if (ev->version > 0)
+		snprintf(version, sizeof(version), " version %d", ev->version);
 	if (mode_log() || (mode_table() && standby))
 		ereport(LOG,
 				(errmsg("colcrypt audit: %s %s \"%s\"%s by \"%s\": %s%s%s",
-						ev->action, ev->object_type, ev->object_name,
-						ev->version > 0 ? psprintf(" version %d", ev->version) : "",
+						ev->action, ev->object_type, ev->object_name, version,
 						ev->role, ev->outcome, ev->detail[0] ? ": " : "", ev->detail),
 				 errhidestmt(true), errhidecontext(true)));
 	if (mode_table() && !standby && audit != NULL && OidIsValid(ev->dboid))
@@ -339,7 +340,6 @@ settle_pending(const char *outcome, SubTransactionId subid)
 {
 	List	   *keep = NIL;
 	ListCell   *lc;
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 	foreach(lc, pending)
 	{
@@ -347,7 +347,10 @@ settle_pending(const char *outcome, SubTransactionId subid)
 
 		if (pa->subid < subid)
 		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
 			keep = lappend(keep, pa);
+			MemoryContextSwitchTo(old);
 			continue;
 		}
 		strlcpy(pa->ev.outcome, outcome, sizeof(pa->ev.outcome));
@@ -357,7 +360,6 @@ settle_pending(const char *outcome, SubTransactionId subid)
 	}
 	list_free(pending);
 	pending = keep;
-	MemoryContextSwitchTo(old);
 }
 
 static void
@@ -474,8 +476,10 @@ start_writer(Oid dboid, bool shred)
 	WriterEntry *w;
 
 	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
-	if (writer_for(dboid) != NULL)
+	if ((w = writer_for(dboid)) != NULL)
 	{
+		/* Another backend started one meanwhile: hand it the request. */
+		w->shred_requested |= shred;
 		LWLockRelease(audit->lock);
 		return;
 	}
@@ -489,8 +493,7 @@ start_writer(Oid dboid, bool shred)
 	w->pid = 0;
 	w->latch = NULL;
 	w->started = GetCurrentTimestamp();
-	w->shred_requested = shred ? 1 : 0;
-	w->shred_done = 0;
+	w->shred_requested = shred;
 	audit->written_seq[w - audit->writers] = 0;
 	LWLockRelease(audit->lock);
 
@@ -657,6 +660,8 @@ colcrypt_audit_writer_main(Datum arg)
 	AuditSlot  *batch = palloc(sizeof(AuditSlot) * AUDIT_SLOTS);
 	TimestampTz last_work = GetCurrentTimestamp();
 	long		retry_ms = 0;
+	int			failures = 0;
+	bool		first = true;	/* shred what a crash or a lost request left */
 
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
@@ -686,7 +691,6 @@ colcrypt_audit_writer_main(Datum arg)
 	{
 		WriterWork	work = {batch, 0, true, false};
 		uint64		maxseq = 0;
-		uint64		shred_target;
 		bool		failed = false;
 
 		CHECK_FOR_INTERRUPTS();
@@ -704,8 +708,9 @@ colcrypt_audit_writer_main(Datum arg)
 				maxseq = Max(maxseq, s->seq);
 			}
 		}
-		shred_target = w->shred_requested;
-		work.shred = shred_target != w->shred_done;
+		work.shred = w->shred_requested || first;
+		w->shred_requested = false;
+		first = false;
 		if (work.n == 0 && !work.shred &&
 			TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), WRITER_IDLE_MS))
 		{
@@ -754,24 +759,32 @@ colcrypt_audit_writer_main(Datum arg)
 		if (work.shred)
 		{
 			if (run_work(&work))
+				ConditionVariableBroadcast(&audit->written);
+			else
 			{
 				LWLockAcquire(audit->lock, LW_EXCLUSIVE);
-				w->shred_done = shred_target;
+				w->shred_requested = true;	/* tried again */
 				LWLockRelease(audit->lock);
-				ConditionVariableBroadcast(&audit->written);
+				failed = true;
 			}
-			else
-				failed = true;	/* shred_done stays behind: tried again */
 		}
 		if (failed)
 		{
-			/* Retry after a pause that grows to 10 s while it keeps failing. */
+			/*
+			 * Retry after a pause that grows to 10 s; after that many
+			 * failures in a row leave (the work stays queued, and the next
+			 * event starts a new writer), so as not to hold the database.
+			 */
+			if (++failures >= WRITER_MAX_FAILURES)
+				proc_exit(1);
 			retry_ms = Min(Max(retry_ms * 2, 100), 10000);
-			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, retry_ms, PG_WAIT_EXTENSION);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 retry_ms, PG_WAIT_EXTENSION);
 			last_work = GetCurrentTimestamp();
 			continue;
 		}
 		retry_ms = 0;
+		failures = 0;
 		if (work.n > 0 || work.shred)
 		{
 			last_work = GetCurrentTimestamp();
@@ -807,21 +820,18 @@ colcrypt_audit_flush(PG_FUNCTION_ARGS)
 	TimestampTz start = GetCurrentTimestamp();
 	bool		done = false;
 
-	uint64		shred_target = 0;
+	bool		shred_pending;
 
 	ColcryptRequirePreload();
+	shred_pending = ColcryptShredIsPending();
+	if (shred_pending)
+		ColcryptRequestShred(MyDatabaseId);
 	LWLockAcquire(audit->lock, LW_SHARED);
 	for (int i = 0; i < AUDIT_SLOTS; i++)
 		if (audit->slots[i].state != SLOT_FREE && audit->slots[i].dboid == MyDatabaseId)
 			target = Max(target, audit->slots[i].seq);
-	{
-		WriterEntry *w = writer_for(MyDatabaseId);
-
-		if (w != NULL && w->shred_requested != w->shred_done)
-			shred_target = w->shred_requested;
-	}
 	LWLockRelease(audit->lock);
-	if (target == 0 && shred_target == 0)
+	if (target == 0 && !shred_pending)
 		PG_RETURN_BOOL(true);
 
 	ConditionVariablePrepareToSleep(&audit->written);
@@ -836,10 +846,10 @@ colcrypt_audit_flush(PG_FUNCTION_ARGS)
 				audit->slots[i].seq <= target)
 				pending_left = true;
 		w = writer_for(MyDatabaseId);
-		/* A writer that left had done every shred asked of it. */
-		if (shred_target != 0 && w != NULL && w->shred_done < shred_target)
-			pending_left = true;
 		LWLockRelease(audit->lock);
+		/* Shredding is done when the catalog says so. */
+		if (shred_pending && !pending_left)
+			pending_left = shred_pending = ColcryptShredIsPending();
 		if (!pending_left)
 			done = true;
 		else if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), timeout_ms))
@@ -847,7 +857,7 @@ colcrypt_audit_flush(PG_FUNCTION_ARGS)
 		else
 		{
 			if (w == NULL)
-				start_writer(MyDatabaseId, false);
+				start_writer(MyDatabaseId, shred_pending);
 			(void) ConditionVariableTimedSleep(&audit->written, 100, PG_WAIT_EXTENSION);
 		}
 	}

@@ -119,6 +119,7 @@ transition_legal(ColcryptKeyState from, ColcryptKeyState to)
  * destroying its old versions in the KMS ends them too.
  */
 static bool destroyed_in_xact = false;
+static SubTransactionId destroyed_subid = InvalidSubTransactionId;	/* outermost */
 static bool destroy_callback_registered = false;
 
 /* Does the row version at `tup` belong to a version in `victims`? */
@@ -226,43 +227,48 @@ int
 ColcryptShredPending(void)
 {
 	List	   *victims = NIL;
-	uint64		n;
+	Datum		d;
+	bool		isnull;
+	ArrayType  *arr;
+	Datum	   *elems;
+	int			nelems;
 
 	if (!OidIsValid(ColcryptCatalogRelid("data_key_version")))
 		return 0;
-	n = ColcryptCatalogExec("SELECT 1 FROM colcrypt.data_key_version"
-							" WHERE state IN ('destroyed', 'destroyed-compromised') AND shredded_at IS NULL"
-							" FOR UPDATE", 0, NULL, NULL, NULL, NULL, NULL);
-	if (n == 0)
+
+	/*
+	 * Mark and list them in one statement, so that the versions marked are
+	 * exactly those scrubbed; an error below rolls the marks back.
+	 */
+	ColcryptCatalogExec("WITH m AS (UPDATE colcrypt.data_key_version SET shredded_at = now()"
+						"  WHERE state IN ('destroyed', 'destroyed-compromised') AND shredded_at IS NULL"
+						"  RETURNING (key_id::int8 << 32) | version::int8 AS kv)"
+						" SELECT array_agg(kv) FROM m",
+						0, NULL, NULL, NULL, &d, &isnull);
+	if (isnull)
 		return 0;
+	arr = DatumGetArrayTypeP(d);
+	deconstruct_array(arr, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, NULL, &nelems);
+	for (int i = 0; i < nelems; i++)
 	{
-		Datum		d;
-		bool		isnull;
-		ArrayType  *arr;
-		Datum	   *elems;
-		int			nelems;
+		int64	   *kv = palloc(sizeof(int64));
 
-		ColcryptCatalogExec("SELECT array_agg(((key_id::int8 << 32) | version::int8))"
-							" FROM colcrypt.data_key_version"
-							" WHERE state IN ('destroyed', 'destroyed-compromised') AND shredded_at IS NULL",
-							0, NULL, NULL, NULL, &d, &isnull);
-		if (isnull)
-			return 0;
-		arr = DatumGetArrayTypeP(d);
-		deconstruct_array(arr, INT8OID, 8, true, TYPALIGN_DOUBLE, &elems, NULL, &nelems);
-		for (int i = 0; i < nelems; i++)
-		{
-			int64	   *kv = palloc(sizeof(int64));
-
-			*kv = DatumGetInt64(elems[i]);
-			victims = lappend(victims, kv);
-		}
+		*kv = DatumGetInt64(elems[i]);
+		victims = lappend(victims, kv);
 	}
 	scrub_wrapped_keys(victims);
-	ColcryptCatalogExec("UPDATE colcrypt.data_key_version SET shredded_at = now()"
-						" WHERE state IN ('destroyed', 'destroyed-compromised') AND shredded_at IS NULL",
-						0, NULL, NULL, NULL, NULL, NULL);
-	return list_length(victims);
+	return nelems;
+}
+
+bool
+ColcryptShredIsPending(void)
+{
+	if (!OidIsValid(ColcryptCatalogRelid("data_key_version")))
+		return false;
+	return ColcryptCatalogExec("SELECT 1 FROM colcrypt.data_key_version"
+							   " WHERE state IN ('destroyed', 'destroyed-compromised') AND shredded_at IS NULL",
+							   0, NULL, NULL, NULL, NULL, NULL) > 0;
 }
 
 /* After a destroy commits, have the copies shredded. */
@@ -291,14 +297,28 @@ destroy_xact_cb(XactEvent event, void *arg)
 	}
 }
 
+/* A savepoint rolled back takes its destroys (and its children's) along. */
+static void
+destroy_subxact_cb(SubXactEvent event, SubTransactionId mySubid,
+				   SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB && destroyed_in_xact && mySubid <= destroyed_subid)
+		destroyed_in_xact = false;
+}
+
 static void
 note_destroy(void)
 {
+	SubTransactionId subid = GetCurrentSubTransactionId();
+
 	if (!destroy_callback_registered)
 	{
 		RegisterXactCallback(destroy_xact_cb, NULL);
+		RegisterSubXactCallback(destroy_subxact_cb, NULL);
 		destroy_callback_registered = true;
 	}
+	if (!destroyed_in_xact || subid < destroyed_subid)
+		destroyed_subid = subid;
 	destroyed_in_xact = true;
 }
 
@@ -546,7 +566,7 @@ rotate_master_key_body(FunctionCallInfo fcinfo)
 				Datum	   *elems;
 				int			nelems;
 
-				deconstruct_array(arr, INT8OID, 8, true, TYPALIGN_DOUBLE, &elems, NULL, &nelems);
+				deconstruct_array(arr, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &elems, NULL, &nelems);
 				for (int i = 0; i < nelems; i++)
 				{
 					int64	   *kv = palloc(sizeof(int64));
