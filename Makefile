@@ -18,12 +18,13 @@ SRCS = src/colcrypt.c \
 	$(CRYPTO_SRCS) \
 	src/keys/keycache.c src/keys/catalog.c src/keys/keyaccess.c \
 	src/keys/keymgmt.c src/keys/lifecycle.c src/keys/audit.c \
-	src/providers/provider.c src/providers/file.c \
+	src/providers/provider.c src/providers/file.c src/providers/pkcs11.c \
 	src/types/typedesc.c src/types/enctype.c src/types/compare.c src/types/ddl_guard.c
 OBJS = $(SRCS:.c=.o)
 
-PG_CPPFLAGS = -I$(srcdir)/include
-SHLIB_LINK = -lcrypto
+P11KIT_CFLAGS := $(shell pkg-config --cflags p11-kit-1 2>/dev/null || echo -I/usr/include/p11-kit-1)
+PG_CPPFLAGS = -I$(srcdir)/include $(P11KIT_CFLAGS)
+SHLIB_LINK = -lcrypto -ldl -pthread
 
 # pg_regress: one file per topic, in a throwaway instance with the library
 # preloaded.  (Not tmp_check: the TAP step removes that directory.)

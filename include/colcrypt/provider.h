@@ -22,10 +22,14 @@
 #include "colcrypt/crypto.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+/* The SQLSTATE of a provider that cannot be reached or did not answer in time. */
+#define COLCRYPT_ERRCODE_UNREACHABLE ERRCODE_SQLCLIENT_UNABLE_TO_ESTABLISH_SQLCONNECTION
 
 typedef struct ColcryptProviderError
 {
-	int			sqlerrcode;		/* ERRCODE_*: 08001 unreachable, 38000 refused, ... */
+	int			sqlerrcode;		/* ERRCODE_*: 08001 unreachable or timed out, 38000 refused, ... */
 	char		message[256];	/* what failed, without secrets */
 	char		detail[512];	/* the provider's own reason, if any */
 } ColcryptProviderError;
@@ -78,11 +82,32 @@ typedef struct ColcryptProviderOps
 							   bool *created, ColcryptProviderError *err);
 
 	/*
-	 * Make a new version of the CMK key_ref at the provider, which wrap then
-	 * uses; *new_version describes it.  NULL for kinds without CMK versions.
+	 * Make a new CMK to replace key_ref: a new version of the same key where
+	 * the provider versions keys (then *new_key_ref stays NULL), or a new key
+	 * whose reference goes to *new_key_ref.  *new_version, if set, describes
+	 * the version for the audit trail.  NULL for kinds that cannot.
 	 */
-	bool		(*rotate_cmk) (void *handle, const char *key_ref, char **new_version,
+	bool		(*rotate_cmk) (void *handle, const char *key_ref,
+							   char **new_key_ref, char **new_version,
 							   ColcryptProviderError *err);
+
+	/*
+	 * Re-wrap a blob from one CMK (from->key_ref) to another of the same
+	 * provider without the data key leaving the provider.  NULL where the
+	 * provider cannot; the dispatcher then unwraps and wraps.
+	 */
+	bool		(*rewrap) (void *handle, const ColcryptWrapContext *from,
+						   const uint8 *wrapped, size_t wrappedlen,
+						   const char *wrap_meta,
+						   const ColcryptWrapContext *to,
+						   StringInfo rewrapped, char **new_wrap_meta,
+						   ColcryptProviderError *err);
+
+	/*
+	 * Check that the provider answers and its credentials work; append a
+	 * one-line description (library, token, server version) to detail.
+	 */
+	bool		(*health) (void *handle, StringInfo detail, ColcryptProviderError *err);
 
 	/* Options as shown in views: secrets replaced by "********". */
 	Jsonb	   *(*describe) (Jsonb *options);
@@ -112,17 +137,45 @@ extern bool ColcryptProviderEnsureCmk(const char *provider, const char *kind,
 									  Jsonb *options, const char *key_ref,
 									  bool create);
 extern char *ColcryptProviderRotateCmk(const char *provider, const char *kind,
-									   Jsonb *options, const char *key_ref);
+									   Jsonb *options, const char *key_ref,
+									   char **new_key_ref);
+extern bool ColcryptProviderCanRewrap(const char *kind);
+extern void ColcryptProviderRewrap(const char *provider, const char *kind,
+								   Jsonb *options, const ColcryptWrapContext *from,
+								   const uint8 *wrapped, size_t wrappedlen,
+								   const char *wrap_meta,
+								   const ColcryptWrapContext *to,
+								   StringInfo rewrapped, char **new_wrap_meta);
+extern bool ColcryptProviderHealth(const char *provider, const char *kind,
+								   Jsonb *options, StringInfo detail,
+								   ColcryptProviderError *err);
 
 /* Close every open handle (options changed, or the provider was dropped). */
 extern void ColcryptProviderCloseAll(void);
 
 /* Helpers for provider files: options access and error filling. */
 extern char *ColcryptOptionText(Jsonb *options, const char *key);
+extern void ColcryptCheckOptionNames(const char *kind, Jsonb *options,
+									 const char *const *allowed);
+extern Jsonb *ColcryptRedactOptions(Jsonb *options, const char *const *secret,
+									const char *const *defaults);
+extern char *ColcryptReadSecretFile(const char *path, const char *what,
+									ColcryptProviderError *err);
+
+/*
+ * Bounded, interruptible waiting for provider I/O: the deadline of a call
+ * that starts now (colcrypt.kms_timeout), and a wait for fd to become
+ * readable (or writable) that returns false at the deadline.  Throws only
+ * for query cancel and termination (CHECK_FOR_INTERRUPTS).
+ */
+extern TimestampTz ColcryptProviderDeadline(void);
+extern bool ColcryptProviderWaitFd(int fd, bool for_write, TimestampTz deadline);
 extern void ColcryptProviderSetError(ColcryptProviderError *err, int sqlerrcode,
 									 const char *message, const char *detail);
 
 /* The kinds. */
 extern const ColcryptProviderOps colcrypt_file_provider;
+extern const ColcryptProviderOps colcrypt_pkcs11_provider;
+extern const ColcryptProviderOps colcrypt_kmip_provider;
 
 #endif							/* COLCRYPT_PROVIDER_H */

@@ -21,7 +21,9 @@
 #include "colcrypt/keys.h"
 #include "colcrypt/lifecycle.h"
 #include "colcrypt/provider.h"
+#include "access/htup_details.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -235,6 +237,46 @@ drop_provider_body(FunctionCallInfo fcinfo)
 	ColcryptCatalogChanged();
 	ColcryptAuditAction("drop", "provider", name, 0, NULL);
 	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_check_provider);
+
+/*
+ * check_provider(name): open the provider (if this backend has not) and run
+ * its health check.  Returns (ok, detail, elapsed_ms) instead of raising, so
+ * that monitoring can poll it; failures are audited like any other.
+ */
+Datum
+colcrypt_check_provider(PG_FUNCTION_ARGS)
+{
+	char	   *name = ColcryptTextArg(fcinfo, 0, "provider name");
+	ProviderRow row;
+	TupleDesc	tupdesc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	StringInfoData detail;
+	ColcryptProviderError err = {0};
+	TimestampTz start;
+	bool		ok;
+
+	ColcryptRequirePreload();
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	provider_must_exist(name, &row);
+	initStringInfo(&detail);
+	start = GetCurrentTimestamp();
+	ok = ColcryptProviderHealth(name, row.kind, row.options, &detail, &err);
+	values[0] = BoolGetDatum(ok);
+	if (ok)
+		values[1] = CStringGetTextDatum(detail.data);
+	else
+		values[1] = CStringGetTextDatum(err.detail[0]
+										? psprintf("%s (SQLSTATE %s): %s", err.message,
+												   unpack_sql_state(err.sqlerrcode), err.detail)
+										: psprintf("%s (SQLSTATE %s)", err.message,
+												   unpack_sql_state(err.sqlerrcode)));
+	values[2] = Float8GetDatum((double) (GetCurrentTimestamp() - start) / 1000.0);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
 PG_FUNCTION_INFO_V1(colcrypt_redact_options);

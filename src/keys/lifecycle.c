@@ -535,8 +535,22 @@ rotate_master_key_body(FunctionCallInfo fcinfo)
 		target.key_ref = new_key_ref;
 
 	if (new_provider == NULL && new_key_ref == NULL)
+	{
+		char	   *rotated_ref = NULL;
+
+		/* A new version of the CMK, or (HSMs, KMIP) a new CMK beside it. */
 		cmk_version = ColcryptProviderRotateCmk(target.provider, target.kind, target.options,
-												target.key_ref);
+												target.key_ref, &rotated_ref);
+		if (rotated_ref != NULL)
+		{
+			ereport(NOTICE,
+					(errmsg("created customer master key \"%s\" in provider \"%s\"",
+							rotated_ref, target.provider),
+					 errdetail("It replaces \"%s\", which stays at the provider until you retire it there.",
+							   target.key_ref)));
+			target.key_ref = rotated_ref;
+		}
+	}
 	else
 	{
 		bool		created = ColcryptProviderEnsureCmk(target.provider, target.kind, target.options,

@@ -775,8 +775,8 @@ file_unwrap(void *handle, const ColcryptWrapContext *ctx,
 }
 
 static bool
-file_rotate_cmk(void *handle, const char *key_ref, char **new_version,
-				ColcryptProviderError *err)
+file_rotate_cmk(void *handle, const char *key_ref, char **new_key_ref,
+				char **new_version, ColcryptProviderError *err)
 {
 	FileHandle *h = handle;
 	Keyring		kr;
@@ -817,6 +817,19 @@ file_rotate_cmk(void *handle, const char *key_ref, char **new_version,
 	return ok;
 }
 
+static bool
+file_health(void *handle, StringInfo detail, ColcryptProviderError *err)
+{
+	FileHandle *h = handle;
+	Keyring		kr;
+
+	if (!read_keyring(h->path, &kr, err))
+		return false;
+	appendStringInfo(detail, "keyring %s: %d master key versions", h->path, kr.ncmks);
+	keyring_free(&kr);
+	return true;
+}
+
 static Jsonb *
 file_describe(Jsonb *options)
 {
@@ -833,5 +846,7 @@ const ColcryptProviderOps colcrypt_file_provider = {
 	.unwrap = file_unwrap,
 	.ensure_cmk = file_ensure_cmk,
 	.rotate_cmk = file_rotate_cmk,
+	.rewrap = NULL,				/* the keyring's CMKs are here: unwrap and wrap */
+	.health = file_health,
 	.describe = file_describe,
 };

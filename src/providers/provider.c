@@ -15,13 +15,21 @@
 #include "colcrypt/audit.h"
 #include "colcrypt/keycache.h"
 #include "colcrypt/provider.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 static const ColcryptProviderOps *const kinds[] = {
 	&colcrypt_file_provider,
+	&colcrypt_pkcs11_provider,
 };
 
 const ColcryptProviderOps *
@@ -179,7 +187,7 @@ get_handle(const char *provider, const char *kind, Jsonb *options)
 			ColcryptKeyCacheCountProviderCall(true);
 			ColcryptAuditProviderFailure(provider, "open", &err);
 			ereport(ERROR,
-					(errcode(err.sqlerrcode ? err.sqlerrcode : ERRCODE_CONNECTION_FAILURE),
+					(errcode(err.sqlerrcode ? err.sqlerrcode : COLCRYPT_ERRCODE_UNREACHABLE),
 					 errmsg("key provider \"%s\" (%s): %s", provider, kind, err.message),
 					 err.detail[0] ? errdetail("%s", err.detail) : 0));
 		}
@@ -250,19 +258,281 @@ ColcryptProviderEnsureCmk(const char *provider, const char *kind,
 
 char *
 ColcryptProviderRotateCmk(const char *provider, const char *kind,
-						  Jsonb *options, const char *key_ref)
+						  Jsonb *options, const char *key_ref, char **new_key_ref)
 {
 	HandleEntry *e = get_handle(provider, kind, options);
 	ColcryptProviderError err = {0};
 	char	   *new_version = NULL;
 
+	*new_key_ref = NULL;
 	if (e->ops->rotate_cmk == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("key provider \"%s\" (%s) has no versions of a master key", provider, kind),
 				 errhint("Name a new provider or key_ref to re-wrap under another master key.")));
-	if (!e->ops->rotate_cmk(e->handle, key_ref, &new_version, &err))
-		raise_failure(provider, e, "make a new master key version", &err);
+	if (!e->ops->rotate_cmk(e->handle, key_ref, new_key_ref, &new_version, &err))
+		raise_failure(provider, e, "make a new master key", &err);
 	ColcryptKeyCacheCountProviderCall(false);
 	return new_version;
+}
+
+bool
+ColcryptProviderCanRewrap(const char *kind)
+{
+	const ColcryptProviderOps *ops = ColcryptProviderKind(kind);
+
+	return ops != NULL && ops->rewrap != NULL;
+}
+
+void
+ColcryptProviderRewrap(const char *provider, const char *kind, Jsonb *options,
+					   const ColcryptWrapContext *from,
+					   const uint8 *wrapped, size_t wrappedlen,
+					   const char *wrap_meta,
+					   const ColcryptWrapContext *to,
+					   StringInfo rewrapped, char **new_wrap_meta)
+{
+	HandleEntry *e = get_handle(provider, kind, options);
+	ColcryptProviderError err = {0};
+
+	Assert(e->ops->rewrap != NULL);
+	*new_wrap_meta = NULL;
+	if (!e->ops->rewrap(e->handle, from, wrapped, wrappedlen, wrap_meta,
+						to, rewrapped, new_wrap_meta, &err))
+		raise_failure(provider, e, "re-wrap a data key", &err);
+	ColcryptKeyCacheCountProviderCall(false);
+}
+
+/*
+ * Check a provider without raising: false with err filled (and audited)
+ * when opening it or its health check fails.
+ */
+bool
+ColcryptProviderHealth(const char *provider, const char *kind, Jsonb *options,
+					   StringInfo detail, ColcryptProviderError *err)
+{
+	HandleEntry *e;
+	MemoryContext cxt = CurrentMemoryContext;
+	bool		ok;
+
+	PG_TRY();
+	{
+		e = get_handle(provider, kind, options);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *ed;
+
+		MemoryContextSwitchTo(cxt);
+		ed = CopyErrorData();
+		FlushErrorState();
+		ColcryptProviderSetError(err, ed->sqlerrcode, ed->message, ed->detail);
+		return false;
+	}
+	PG_END_TRY();
+	ok = e->ops->health(e->handle, detail, err);
+	ColcryptKeyCacheCountProviderCall(!ok);
+	if (!ok)
+		ColcryptAuditProviderFailure(provider, "check health", err);
+	return ok;
+}
+
+/* ----------------------------------------------------------------------
+ * Helpers for the kinds
+ * ----------------------------------------------------------------------
+ */
+
+/* Raise 22023 for an option name that is not in allowed (NULL-terminated). */
+void
+ColcryptCheckOptionNames(const char *kind, Jsonb *options, const char *const *allowed)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (options == NULL || !JB_ROOT_IS_OBJECT(options))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("options of a %s provider must be a JSON object", kind)));
+	it = JsonbIteratorInit(&options->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		bool		known = false;
+		StringInfoData list;
+
+		if (tok != WJB_KEY)
+			continue;
+		for (const char *const *a = allowed; *a; a++)
+			if (strlen(*a) == (size_t) v.val.string.len &&
+				strncmp(*a, v.val.string.val, v.val.string.len) == 0)
+				known = true;
+		if (known)
+			continue;
+		initStringInfo(&list);
+		for (const char *const *a = allowed; *a; a++)
+			appendStringInfo(&list, "%s\"%s\"", a == allowed ? "" : ", ", *a);
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown option \"%.*s\" for a %s provider",
+						v.val.string.len, v.val.string.val, kind),
+				 errhint("Its options are %s.", list.data)));
+	}
+}
+
+/*
+ * Options as views show them: the values of the secret keys replaced, and
+ * defaults (name, value pairs, NULL-terminated) added where not given.
+ */
+Jsonb *
+ColcryptRedactOptions(Jsonb *options, const char *const *secret,
+					  const char *const *defaults)
+{
+	JsonbParseState *state = NULL;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	JsonbValue *res = NULL;
+	bool		redact_next = false;
+
+	if (options == NULL || !JB_ROOT_IS_OBJECT(options))
+		return options;
+	it = JsonbIteratorInit(&options->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+		{
+			redact_next = false;
+			for (const char *const *s = secret; s && *s; s++)
+				if (strlen(*s) == (size_t) v.val.string.len &&
+					strncmp(*s, v.val.string.val, v.val.string.len) == 0)
+					redact_next = true;
+			pushJsonbValue(&state, tok, &v);
+		}
+		else if (tok == WJB_VALUE && redact_next)
+		{
+			JsonbValue	r;
+
+			r.type = jbvString;
+			r.val.string.val = "********";
+			r.val.string.len = 8;
+			pushJsonbValue(&state, tok, &r);
+		}
+		else if (tok == WJB_END_OBJECT)
+		{
+			for (const char *const *d = defaults; d && d[0]; d += 2)
+			{
+				char	   *have = ColcryptOptionText(options, d[0]);
+				JsonbValue	k;
+				JsonbValue	dv;
+
+				if (have != NULL)
+					continue;
+				k.type = jbvString;
+				k.val.string.val = (char *) d[0];
+				k.val.string.len = strlen(d[0]);
+				dv.type = jbvString;
+				dv.val.string.val = (char *) d[1];
+				dv.val.string.len = strlen(d[1]);
+				pushJsonbValue(&state, WJB_KEY, &k);
+				pushJsonbValue(&state, WJB_VALUE, &dv);
+			}
+			res = pushJsonbValue(&state, tok, NULL);
+		}
+		else
+			pushJsonbValue(&state, tok, tok == WJB_BEGIN_OBJECT ? NULL : &v);
+	}
+	return JsonbValueToJsonb(res);
+}
+
+/*
+ * Read a secret (a PIN, a token) from a file that only the server's OS
+ * user may read: a regular file, no group or other permissions, at most
+ * 4 kB, one trailing newline dropped.  NULL with err filled on failure;
+ * the caller wipes and frees the result.
+ */
+char *
+ColcryptReadSecretFile(const char *path, const char *what, ColcryptProviderError *err)
+{
+	int			fd;
+	struct stat st;
+	char	   *buf;
+	ssize_t		n;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+	{
+		ColcryptProviderSetError(err, ERRCODE_CONFIG_FILE_ERROR,
+								 psprintf("could not open %s file", what),
+								 psprintf("\"%s\": %s", path, strerror(errno)));
+		return NULL;
+	}
+	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+		(st.st_mode & (S_IRWXG | S_IRWXO)) != 0 || st.st_uid != geteuid() ||
+		st.st_size > 4096)
+	{
+		close(fd);
+		ColcryptProviderSetError(err, ERRCODE_CONFIG_FILE_ERROR,
+								 psprintf("%s file is not safe to use", what),
+								 psprintf("\"%s\" must be a regular file of at most 4 kB, owned by the server's OS user, with no group or other permissions (chmod 600).", path));
+		return NULL;
+	}
+	buf = palloc0(st.st_size + 1);
+	n = read(fd, buf, st.st_size);
+	close(fd);
+	if (n != st.st_size)
+	{
+		pfree(buf);
+		ColcryptProviderSetError(err, ERRCODE_CONFIG_FILE_ERROR,
+								 psprintf("could not read %s file", what),
+								 psprintf("\"%s\"", path));
+		return NULL;
+	}
+	if (n > 0 && buf[n - 1] == '\n')
+		buf[--n] = '\0';
+	if (n > 0 && buf[n - 1] == '\r')
+		buf[--n] = '\0';
+	if (n == 0 || strlen(buf) != (size_t) n)
+	{
+		cc_wipe(buf, st.st_size + 1);
+		pfree(buf);
+		ColcryptProviderSetError(err, ERRCODE_CONFIG_FILE_ERROR,
+								 psprintf("%s file is empty or holds a NUL byte", what),
+								 psprintf("\"%s\"", path));
+		return NULL;
+	}
+	return buf;
+}
+
+TimestampTz
+ColcryptProviderDeadline(void)
+{
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), colcrypt_kms_timeout);
+}
+
+/*
+ * Wait for fd (a socket or a pipe) until the deadline, serving interrupts
+ * on the way: a query cancel or termination throws from here.  Returns
+ * false when the deadline passed first.
+ */
+bool
+ColcryptProviderWaitFd(int fd, bool for_write, TimestampTz deadline)
+{
+	for (;;)
+	{
+		long		ms;
+		int			rc;
+
+		CHECK_FOR_INTERRUPTS();
+		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+		if (ms <= 0)
+			return false;
+		rc = WaitLatchOrSocket(MyLatch,
+							   WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH |
+							   (for_write ? WL_SOCKET_WRITEABLE : WL_SOCKET_READABLE),
+							   fd, ms, PG_WAIT_EXTENSION);
+		if (rc & WL_LATCH_SET)
+			ResetLatch(MyLatch);
+		if (rc & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+			return true;
+	}
 }

@@ -117,6 +117,10 @@ CREATE FUNCTION colcrypt.alter_provider(name text, options jsonb)
 CREATE FUNCTION colcrypt.drop_provider(name text)
     RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_drop_provider' LANGUAGE C VOLATILE STRICT;
 
+CREATE FUNCTION colcrypt.check_provider(name text, OUT ok boolean, OUT detail text, OUT elapsed_ms float8)
+    RETURNS record AS 'MODULE_PATHNAME', 'colcrypt_check_provider' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION colcrypt.check_provider(text) IS 'Health check of a key provider: whether it answers and accepts our credentials, what it is, and how long the check took';
+
 CREATE FUNCTION colcrypt.add_master_key(name text, provider text, key_ref text, create_cmk boolean DEFAULT false)
     RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_add_master_key' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION colcrypt.add_master_key(text, text, text, boolean) IS 'Reference a customer master key at a provider, after proving it with a wrap/unwrap round trip; create_cmk asks the provider to make it (the file provider always does when it is missing)';
@@ -153,6 +157,7 @@ CREATE FUNCTION colcrypt.revoke_key(name text, grantee regrole, privilege text)
 -- grants EXECUTE to; grants are checked against key ownership in C.
 REVOKE EXECUTE ON FUNCTION colcrypt.add_provider(text, text, jsonb),
     colcrypt.alter_provider(text, jsonb), colcrypt.drop_provider(text),
+    colcrypt.check_provider(text),
     colcrypt.add_master_key(text, text, text, boolean), colcrypt.drop_master_key(text),
     colcrypt.rotate_master_key(text, text, text),
     colcrypt.create_key(text, text) FROM PUBLIC;
