@@ -19,12 +19,13 @@ SRCS = src/colcrypt.c \
 	src/keys/keycache.c src/keys/catalog.c src/keys/keyaccess.c \
 	src/keys/keymgmt.c src/keys/lifecycle.c src/keys/audit.c \
 	src/providers/provider.c src/providers/file.c src/providers/pkcs11.c \
+	src/providers/kmip.c src/providers/ttlv.c \
 	src/types/typedesc.c src/types/enctype.c src/types/compare.c src/types/ddl_guard.c
 OBJS = $(SRCS:.c=.o)
 
 P11KIT_CFLAGS := $(shell pkg-config --cflags p11-kit-1 2>/dev/null || echo -I/usr/include/p11-kit-1)
 PG_CPPFLAGS = -I$(srcdir)/include $(P11KIT_CFLAGS)
-SHLIB_LINK = -lcrypto -ldl -pthread
+SHLIB_LINK = -lssl -lcrypto -ldl -pthread
 
 # pg_regress: one file per topic, in a throwaway instance with the library
 # preloaded.  (Not tmp_check: the TAP step removes that directory.)
@@ -33,7 +34,7 @@ REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_regress \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
 
-EXTRA_CLEAN = tmp_regress test/test_crypto test/test_envelope test/proto_client \
+EXTRA_CLEAN = tmp_regress test/test_crypto test/test_envelope test/test_ttlv test/proto_client \
 	results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
@@ -55,10 +56,16 @@ test/test_crypto: test/test_crypto.c $(CRYPTO_SRCS) include/colcrypt/crypto.h
 test/test_envelope: test/test_envelope.c $(CRYPTO_SRCS) include/colcrypt/envelope.h
 	$(CC) $(UNIT_CFLAGS) -o $@ test/test_envelope.c $(CRYPTO_SRCS) -lcrypto
 
+# The TTLV codec parses what a network peer sends: tested under ASan and UBSan.
+test/test_ttlv: test/test_ttlv.c src/providers/ttlv.c include/colcrypt/ttlv.h
+	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
+		-o $@ test/test_ttlv.c src/providers/ttlv.c -lcrypto
+
 .PHONY: unittest test-programs
-unittest: test/test_crypto test/test_envelope
+unittest: test/test_crypto test/test_envelope test/test_ttlv
 	test/test_crypto $(WYCHEPROOF)
 	test/test_envelope
+	test/test_ttlv
 
 # Programs the TAP tests run.
 test-programs: test/proto_client

@@ -105,8 +105,9 @@ extern size_t cc_gcm_seal_batch(cc_gcm_key *k, cc_aead_item *items, size_t n);
 extern size_t cc_gcm_open_batch(cc_gcm_key *k, cc_aead_item *items, size_t n);
 
 /*
- * AES-GCM with any key, nonce and tag size OpenSSL accepts; for tests that
- * cover the whole Wycheproof file, not for the data path.
+ * AES-GCM with any key, nonce and tag size OpenSSL accepts, one call each:
+ * for tests that cover the whole Wycheproof file and for wrapping data keys
+ * (rare), not for the data path.
  */
 extern cc_status cc_gcm_open_any(const uint8_t *key, size_t keylen,
 								 const uint8_t *iv, size_t ivlen,

@@ -75,11 +75,15 @@ typedef struct ColcryptProviderOps
 						   ColcryptProviderError *err);
 
 	/*
-	 * Make sure the CMK key_ref exists, creating it where the kind can and
-	 * create is true.  *created tells whether it was made now.
+	 * Make sure the CMK key_ref exists and can wrap, creating it where the
+	 * kind can and create is true.  *created tells whether it was made now.
+	 * Where the provider names new keys itself (KMIP identifiers), key_ref
+	 * is only a name for the new key and *actual_ref receives the reference
+	 * to record; otherwise *actual_ref stays NULL.
 	 */
 	bool		(*ensure_cmk) (void *handle, const char *key_ref, bool create,
-							   bool *created, ColcryptProviderError *err);
+							   bool *created, char **actual_ref,
+							   ColcryptProviderError *err);
 
 	/*
 	 * Make a new CMK to replace key_ref: a new version of the same key where
@@ -135,7 +139,7 @@ extern void ColcryptProviderUnwrap(const char *provider, const char *kind,
 								   uint8 *dek, size_t deklen);
 extern bool ColcryptProviderEnsureCmk(const char *provider, const char *kind,
 									  Jsonb *options, const char *key_ref,
-									  bool create);
+									  bool create, char **actual_ref);
 extern char *ColcryptProviderRotateCmk(const char *provider, const char *kind,
 									   Jsonb *options, const char *key_ref,
 									   char **new_key_ref);

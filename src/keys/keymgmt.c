@@ -309,6 +309,7 @@ add_master_key_body(FunctionCallInfo fcinfo)
 	bool		create = PG_NARGS() > 3 && !PG_ARGISNULL(3) ? PG_GETARG_BOOL(3) : false;
 	ProviderRow row;
 	bool		created;
+	char	   *actual_ref = NULL;
 	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[3];
 
@@ -322,11 +323,15 @@ add_master_key_body(FunctionCallInfo fcinfo)
 
 	/* The development keyring makes missing CMKs; real providers only if asked. */
 	created = ColcryptProviderEnsureCmk(provider, row.kind, row.options, key_ref,
-										create || strcmp(row.kind, "file") == 0);
+										create || strcmp(row.kind, "file") == 0,
+										&actual_ref);
 	if (created)
 		ereport(NOTICE,
 				(errmsg("created customer master key \"%s\" in provider \"%s\"",
-						key_ref, provider)));
+						actual_ref ? actual_ref : key_ref, provider),
+				 actual_ref ? errdetail("The provider named it; \"%s\" is its name attribute.", key_ref) : 0));
+	if (actual_ref != NULL)
+		key_ref = actual_ref;
 	prove_master_key(provider, &row, key_ref);
 
 	values[0] = CStringGetTextDatum(name);

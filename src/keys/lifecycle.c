@@ -553,13 +553,17 @@ rotate_master_key_body(FunctionCallInfo fcinfo)
 	}
 	else
 	{
+		char	   *actual_ref = NULL;
 		bool		created = ColcryptProviderEnsureCmk(target.provider, target.kind, target.options,
-														target.key_ref, strcmp(target.kind, "file") == 0);
+														target.key_ref, strcmp(target.kind, "file") == 0,
+														&actual_ref);
 
 		if (created)
 			ereport(NOTICE,
 					(errmsg("created customer master key \"%s\" in provider \"%s\"",
-							target.key_ref, target.provider)));
+							actual_ref ? actual_ref : target.key_ref, target.provider)));
+		if (actual_ref != NULL)
+			target.key_ref = actual_ref;
 	}
 
 	/* Each version: unwrap (cache or old CMK), wrap under the new one. */

@@ -601,6 +601,7 @@ file_close(void *handle)
 
 static bool
 file_ensure_cmk(void *handle, const char *key_ref, bool create, bool *created,
+				char **actual_ref,
 				ColcryptProviderError *err)
 {
 	FileHandle *h = handle;

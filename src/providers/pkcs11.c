@@ -1272,7 +1272,7 @@ pkcs11_unwrap(void *handle, const ColcryptWrapContext *ctx,
 
 static bool
 pkcs11_ensure_cmk(void *handle, const char *key_ref, bool create, bool *created,
-				  ColcryptProviderError *err)
+				  char **actual_ref, ColcryptProviderError *err)
 {
 	P11Handle  *h = handle;
 	P11Job	   *job = key_job(h, create ? JOB_GENERATE : JOB_FIND, key_ref, "find", err);

@@ -30,6 +30,7 @@
 static const ColcryptProviderOps *const kinds[] = {
 	&colcrypt_file_provider,
 	&colcrypt_pkcs11_provider,
+	&colcrypt_kmip_provider,
 };
 
 const ColcryptProviderOps *
@@ -244,13 +245,15 @@ ColcryptProviderUnwrap(const char *provider, const char *kind, Jsonb *options,
 
 bool
 ColcryptProviderEnsureCmk(const char *provider, const char *kind,
-						  Jsonb *options, const char *key_ref, bool create)
+						  Jsonb *options, const char *key_ref, bool create,
+						  char **actual_ref)
 {
 	HandleEntry *e = get_handle(provider, kind, options);
 	ColcryptProviderError err = {0};
 	bool		created = false;
 
-	if (!e->ops->ensure_cmk(e->handle, key_ref, create, &created, &err))
+	*actual_ref = NULL;
+	if (!e->ops->ensure_cmk(e->handle, key_ref, create, &created, actual_ref, &err))
 		raise_failure(provider, e, "use the master key", &err);
 	ColcryptKeyCacheCountProviderCall(false);
 	return created;
