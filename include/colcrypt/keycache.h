@@ -41,6 +41,7 @@ extern void ColcryptKeyCacheAbandon(uint32 key_id, uint32 version);
 
 /* Wipe and drop cached versions of a key (version < 0: every version). */
 extern void ColcryptKeyCacheForget(uint32 key_id, int64 version);
+extern int	ColcryptKeyCacheEvictAll(void);
 
 /* Count one call to a key provider, and whether it failed. */
 extern void ColcryptKeyCacheCountProviderCall(bool failed);

@@ -316,7 +316,9 @@ void
 ColcryptAuditProviderFailure(const char *provider, const char *op,
 							 const ColcryptProviderError *err)
 {
-	char	   *detail = psprintf("%s: %s%s%s", op, err->message,
+	char	   *detail = psprintf("%s: %s (SQLSTATE %s)%s%s", op, err->message,
+								  unpack_sql_state(err->sqlerrcode ? err->sqlerrcode
+												   : ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 								  err->detail[0] ? "; " : "", err->detail);
 
 	ColcryptAuditEvent("kms_failure", "provider", provider, 0, "failed", detail);

@@ -449,6 +449,39 @@ ColcryptKeyCacheForget(uint32 key_id, int64 version)
 	LWLockRelease(c->lock);
 }
 
+/* Wipe every unwrapped key; returns how many there were. */
+int
+ColcryptKeyCacheEvictAll(void)
+{
+	KeyCacheShared *c = get_cache();
+	int			n = 0;
+
+	LWLockAcquire(c->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < c->nslots; i++)
+	{
+		KeySlot    *s = &c->slots[i];
+
+		if (s->state == SLOT_VALID)
+		{
+			wipe_slot(s);
+			n++;
+		}
+	}
+	LWLockRelease(c->lock);
+	/* Every backend drops its key schedules when it sees the new epoch. */
+	ColcryptBumpCatalogEpoch();
+	return n;
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_key_cache_evict);
+
+Datum
+colcrypt_key_cache_evict(PG_FUNCTION_ARGS)
+{
+	ColcryptRequirePreload();
+	PG_RETURN_INT32(ColcryptKeyCacheEvictAll());
+}
+
 void
 ColcryptKeyCacheCountProviderCall(bool failed)
 {

@@ -380,6 +380,10 @@ CREATE FUNCTION colcrypt._key_cache_stats(
     RETURNS record AS 'MODULE_PATHNAME', 'colcrypt_key_cache_stats' LANGUAGE C VOLATILE;
 
 CREATE VIEW colcrypt.key_cache AS SELECT * FROM colcrypt._key_cache_stats();
+CREATE FUNCTION colcrypt.key_cache_evict() RETURNS integer
+    AS 'MODULE_PATHNAME', 'colcrypt_key_cache_evict' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION colcrypt.key_cache_evict() IS 'Wipe every unwrapped data key from the shared cache and every backend''s key schedules (incident response; the next use asks the provider again); returns the number of cached keys wiped';
+REVOKE EXECUTE ON FUNCTION colcrypt.key_cache_evict() FROM PUBLIC;
 COMMENT ON VIEW colcrypt.key_cache IS 'The cluster-wide shared cache of unwrapped data keys: entries, hits, misses, provider (KMS) calls, evictions';
 
 CREATE FUNCTION colcrypt._key_cache_contents(
