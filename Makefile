@@ -34,7 +34,7 @@ REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_regress \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
 
-EXTRA_CLEAN = tmp_regress test/test_crypto test/test_envelope test/test_ttlv test/proto_client \
+EXTRA_CLEAN = tmp_regress tmp_providers test/test_crypto test/test_envelope test/test_ttlv test/p11shim.so test/proto_client \
 	results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
@@ -68,7 +68,10 @@ unittest: test/test_crypto test/test_envelope test/test_ttlv
 	test/test_ttlv
 
 # Programs the TAP tests run.
-test-programs: test/proto_client
+test-programs: test/proto_client test/p11shim.so
+
+test/p11shim.so: test/p11shim.c
+	$(CC) $(UNIT_CFLAGS) $(P11KIT_CFLAGS) -shared -fPIC -o $@ $< -ldl
 
 test/proto_client: test/proto_client.c
 	$(CC) $(UNIT_CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< \

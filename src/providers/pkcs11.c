@@ -71,22 +71,29 @@ typedef struct P11Module
 	pid_t		pid;			/* the process that loaded it */
 	int			stuck;			/* abandoned jobs still inside the module */
 
-	/*
-	 * PKCS#11 logins belong to the process, not the session: once one handle
-	 * logged in to a token, C_Login of another says "already logged in"
-	 * whatever PIN it gives.  So remember a salted digest of the PIN that
-	 * logged in to each token, and hold other handles to the same PIN.
-	 */
-	uint8		salt[16];
-	int			nlogins;
-	struct
-	{
-		CK_SLOT_ID	slot;
-		uint8		digest[32];
-	}			logins[16];
 } P11Module;
 
 static P11Module *modules = NULL;
+
+/*
+ * PKCS#11 logins belong to the process, not the session: once one handle
+ * logged in to a token, C_Login of another says "already logged in"
+ * whatever PIN it gives (even through another library path that reaches the
+ * same token).  So remember, per token (slot, label and serial number), a
+ * salted digest of the PIN that logged in, and hold other handles to it.
+ */
+typedef struct P11Login
+{
+	CK_SLOT_ID	slot;
+	CK_UTF8CHAR label[32];
+	CK_CHAR		serial[16];
+	uint8		digest[32];
+} P11Login;
+
+static P11Login logins[32];
+static int	nlogins = 0;
+static uint8 login_salt[16];
+static pid_t login_salt_pid = 0;
 
 /* A provider handle: a logged-in session on one token. */
 typedef struct P11Handle
@@ -158,6 +165,7 @@ typedef struct P11Job
 	bool		already_logged_in;	/* JOB_OPEN: C_Login said so */
 	bool		created;		/* JOB_GENERATE */
 	CK_SLOT_ID	slot;
+	CK_CHAR		serial[16];		/* JOB_OPEN: the token's serial number */
 	CK_SESSION_HANDLE new_session;
 	CK_KEY_TYPE key_type;
 	CK_ULONG	value_len;
@@ -275,7 +283,10 @@ job_open(P11Job *job)
 		if (memcmp(ti.label, job->token_label, 32) == 0)
 		{
 			if (job->nfound++ == 0)
+			{
 				job->slot = slots[i];
+				memcpy(job->serial, ti.serialNumber, sizeof(job->serial));
+			}
 		}
 	}
 	free(slots);
@@ -825,12 +836,7 @@ load_module(const char *path, ColcryptProviderError *err)
 
 	m = MemoryContextAllocZero(TopMemoryContext, sizeof(P11Module));
 	strlcpy(m->path, path, sizeof(m->path));
-	if (cc_random(m->salt, sizeof(m->salt)) != CC_OK)
-	{
-		pfree(m);
-		ColcryptProviderSetError(err, ERRCODE_INTERNAL_ERROR, "could not generate random bytes", NULL);
-		return NULL;
-	}
+
 	m->pid = MyProcPid;
 	m->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
 	if (m->dl == NULL)
@@ -888,7 +894,18 @@ ensure_session(P11Handle *h, ColcryptProviderError *err)
 		return false;
 	}
 
-	memcpy(salted, h->mod->salt, 16);
+	if (login_salt_pid != MyProcPid)
+	{
+		if (cc_random(login_salt, sizeof(login_salt)) != CC_OK)
+		{
+			cc_wipe(pin, pinlen);
+			ColcryptProviderSetError(err, ERRCODE_INTERNAL_ERROR, "could not generate random bytes", NULL);
+			return false;
+		}
+		nlogins = 0;
+		login_salt_pid = MyProcPid;
+	}
+	memcpy(salted, login_salt, 16);
 	memcpy(salted + 16, pin, pinlen);
 	(void) cc_sha256(salted, 16 + pinlen, digest);
 	cc_wipe(salted, sizeof(salted));
@@ -923,16 +940,19 @@ ensure_session(P11Handle *h, ColcryptProviderError *err)
 		h->session = job->new_session;
 		h->slot = job->slot;
 		h->has_session = true;
-		for (i = 0; i < h->mod->nlogins; i++)
-			if (h->mod->logins[i].slot == h->slot)
+		for (i = 0; i < nlogins; i++)
+			if (logins[i].slot == h->slot &&
+				memcmp(logins[i].label, job->token_label, 32) == 0 &&
+				memcmp(logins[i].serial, job->serial, 16) == 0)
 				break;
-		if (i < h->mod->nlogins && job->already_logged_in &&
-			cc_memcmp_ct(h->mod->logins[i].digest, digest, 32) != 0)
+		if (i < nlogins && job->already_logged_in &&
+			cc_memcmp_ct(logins[i].digest, digest, 32) != 0)
 		{
 			/* Logged in by another handle, and this PIN is not that one. */
 			P11Job	   *close_job = job_new(h, JOB_CLOSE);
 			ColcryptProviderError ignored;
 
+			close_job->session = h->session;
 			if (run_job(h, close_job, &ignored))
 				job_free(close_job);
 			h->has_session = false;
@@ -940,14 +960,16 @@ ensure_session(P11Handle *h, ColcryptProviderError *err)
 									 psprintf("the token \"%s\" refused the PIN", h->token_label),
 									 "The PIN differs from the one this process logged in to the token with.");
 		}
-		else if (!job->already_logged_in || i == h->mod->nlogins)
+		else if (!job->already_logged_in || i == nlogins)
 		{
-			if (i == h->mod->nlogins && i < (int) lengthof(h->mod->logins))
-				h->mod->nlogins++;
-			if (i < (int) lengthof(h->mod->logins))
+			if (i == nlogins && i < (int) lengthof(logins))
+				nlogins++;
+			if (i < (int) lengthof(logins))
 			{
-				h->mod->logins[i].slot = h->slot;
-				memcpy(h->mod->logins[i].digest, digest, 32);
+				logins[i].slot = h->slot;
+				memcpy(logins[i].label, job->token_label, 32);
+				memcpy(logins[i].serial, job->serial, 16);
+				memcpy(logins[i].digest, digest, 32);
 			}
 		}
 	}
