@@ -7,12 +7,25 @@
 \echo
 \echo '################################################################################'
 \echo '# 1. Keys.  A customer master key (CMK) lives in a key provider outside the'
-\echo '#    database: here a keyring file, for development.  A data key (DEK) per table'
+\echo '#    database: a keyring file for development (with --hsm: a SoftHSM2 token).'
+\echo '#    A data key (DEK) per table'
 \echo '#    is generated in the database and stored only wrapped by the CMK.'
 \echo '################################################################################'
 CREATE EXTENSION colcrypt;
 SELECT colcrypt.add_provider('dev', 'file', jsonb_build_object('path', :'keyring'));
+\if :{?hsm}
+-- scripts/demo.sh --hsm: the CMK is an AES-256 key inside a SoftHSM2 token,
+-- created sensitive and never extractable; the PIN is read from a 0600 file.
+\set pin_file :hsm '/pin'
+SELECT colcrypt.add_provider('hsm', 'pkcs11', jsonb_build_object(
+    'module', '/usr/lib/softhsm/libsofthsm2.so', 'token_label', 'colcrypt', 'pin_file', :'pin_file'));
+SELECT ok, regexp_replace(detail, 'serial [0-9a-f]+, slot [0-9]+', 'serial ..., slot ...') AS detail
+  FROM colcrypt.check_provider('hsm');
+SELECT colcrypt.add_master_key('main', 'hsm', 'cmk');
+\else
 SELECT colcrypt.add_master_key('main', 'dev', 'demo-cmk');
+\endif
+SELECT name, provider, kind, key_ref FROM colcrypt.master_keys;
 SELECT colcrypt.create_key('customers', 'main');
 SELECT name, version, state, master_key, owner FROM colcrypt.keys;
 -- What the catalog holds: the DEK wrapped by the CMK (AES-256-GCM), never the key.
@@ -183,6 +196,17 @@ SELECT colcrypt.rotate_master_key('main') AS rewrapped_versions;
 SELECT DISTINCT wrap_meta FROM colcrypt.data_key_version WHERE wrapped_key IS NOT NULL;
 SELECT pg_relation_filenode('orders') = :filenode AS same_table_file, count(*) AS readable
   FROM orders WHERE card LIKE '4111-%';
+\if :{?hsm}
+-- The CMK in the HSM was a new key made inside the token; now move the
+-- master key out to the keyring file and back into the HSM: every time,
+-- only the wrapped data keys change, never the table.
+SELECT name, provider, regexp_replace(key_ref, '@.*', '@<timestamp>') AS key_ref FROM colcrypt.master_keys;
+SELECT colcrypt.rotate_master_key('main', 'dev', 'moved-from-hsm') AS rewrapped_versions;
+SELECT colcrypt.rotate_master_key('main', 'hsm', 'cmk') AS rewrapped_versions;
+SELECT colcrypt.key_cache_evict() AS cached_keys_wiped;
+SELECT pg_relation_filenode('orders') = :filenode AS same_table_file, count(*) AS readable_through_the_hsm
+  FROM orders WHERE card LIKE '4111-%';
+\endif
 
 \echo
 \echo '################################################################################'

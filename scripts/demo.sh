@@ -3,8 +3,19 @@
 # it needs, builds and installs colcrypt, starts a throwaway PostgreSQL 15
 # cluster with colcrypt preloaded and a keyring file provider, shows what
 # the product does, then stops the cluster and removes it.
+#
+#   scripts/demo.sh          the CMK in a keyring file (development)
+#   scripts/demo.sh --hsm    the CMK inside a SoftHSM2 token (PKCS#11)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_root "$@"
+
+HSM=0
+for arg in "$@"; do
+    case $arg in
+        --hsm) HSM=1 ;;
+        *) die "unknown option $arg (use --hsm for a SoftHSM2 token)" ;;
+    esac
+done
 
 install_packages "${BUILD_PACKAGES[@]}"
 build_and_install
@@ -29,11 +40,19 @@ listen_addresses = ''
 unix_socket_directories = '$DIR'
 shared_preload_libraries = 'colcrypt'
 CONF
+PSQL_VARS=(-v keyring="$DIR/keyring")
+if [ $HSM = 1 ]; then
+    say "Making a SoftHSM2 token with a non-extractable AES-256 master key"
+    as_postgres "$ROOT/test/hsm/softhsm.sh" init "$DIR/hsm" >/dev/null
+    # The server (and every backend) finds the token through this variable.
+    export SOFTHSM2_CONF="$DIR/hsm/softhsm2.conf"
+    PSQL_VARS+=(-v hsm="$DIR/hsm")
+fi
 as_postgres pg_ctl -D "$PGDATA" -l "$DIR/server.log" -w start >/dev/null
 
 say "The demo"
 as_postgres env PGHOST="$DIR" PGPORT="$PORT" PGDATABASE=postgres \
-    psql -X -v keyring="$DIR/keyring" <"$ROOT/demo/demo.sql" 2>&1 |
+    psql -X "${PSQL_VARS[@]}" <"$ROOT/demo/demo.sql" 2>&1 |
     sed -e "s|$DIR|<demo dir>|g"
 
 say "Stopping and removing the cluster"

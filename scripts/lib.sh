@@ -11,11 +11,13 @@ PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
 PG_CONFIG=$PG_BIN/pg_config
 export PATH="$PG_BIN:$PATH"
 
-# Debian packages for building, testing and running colcrypt.
+# Debian packages for building, testing and running colcrypt (SoftHSM2,
+# pkcs11-tool and PyKMIP are the real HSM and KMIP server of the tests).
 BUILD_PACKAGES=(
     postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
     build-essential pkg-config libssl-dev libcurl4-openssl-dev libjson-c-dev
     libp11-kit-dev libipc-run-perl
+    softhsm2 opensc python3-pykmip openssl
 )
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }

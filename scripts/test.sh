@@ -4,7 +4,8 @@
 #   1. the C unit tests (Wycheproof vectors, the envelope parser),
 #   2. pg_regress in a throwaway instance with colcrypt preloaded,
 #   3. the TAP tests (restarts, no plaintext on disk, connection storms,
-#      dump and restore, provider failures, the extended protocol).
+#      dump and restore, provider failures, the extended protocol, SoftHSM2
+#      and PyKMIP as real key providers).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_root "$@"
 
@@ -23,6 +24,17 @@ status=0
 say "C unit tests"
 as_postgres make -C "$WORK" -s unittest test-programs WYCHEPROOF="$WYCHEPROOF" || status=1
 
+say "Key provider fixtures: a SoftHSM2 token and a PyKMIP server"
+# pg_regress's temporary instance inherits this environment.
+as_postgres "$WORK/test/hsm/softhsm.sh" init "$WORK/tmp_providers/hsm" >/dev/null
+export SOFTHSM2_CONF="$WORK/tmp_providers/hsm/softhsm2.conf"
+export COLCRYPT_TEST_HSM="$WORK/tmp_providers/hsm"
+export COLCRYPT_TEST_KMIP="$WORK/tmp_providers/kmip"
+COLCRYPT_TEST_KMIP_PORT=$(free_port)
+export COLCRYPT_TEST_KMIP_PORT
+as_postgres "$WORK/test/kmip/server.sh" start "$COLCRYPT_TEST_KMIP" "$COLCRYPT_TEST_KMIP_PORT"
+trap 'as_postgres "$WORK/test/kmip/server.sh" stop "$COLCRYPT_TEST_KMIP" || true' EXIT
+
 say "pg_regress and TAP tests (in $WORK)"
 if ! as_postgres make -C "$WORK" installcheck PG_CONFIG="$PG_CONFIG" PROVE_FLAGS="--timer"; then
     status=1
@@ -33,6 +45,9 @@ if ! as_postgres make -C "$WORK" installcheck PG_CONFIG="$PG_CONFIG" PROVE_FLAGS
         tail -n 60 "$log"
     done
 fi
+
+as_postgres "$WORK/test/kmip/server.sh" stop "$COLCRYPT_TEST_KMIP" || true
+trap - EXIT
 
 say "Finished in $(( $(date +%s) - START )) s"
 if [ $status -ne 0 ]; then
