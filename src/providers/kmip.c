@@ -775,9 +775,10 @@ put_gcm_params(ttlv_buf *p)
 {
 	size_t		m = ttlv_begin(p, T_CRYPTO_PARAMETERS);
 
+	/* In the specification's order: servers read the fields in sequence. */
 	ttlv_put_enum(p, T_BLOCK_CIPHER_MODE, MODE_GCM);
-	ttlv_put_int(p, T_TAG_LENGTH, KMIP_TAG_LEN);
 	ttlv_put_enum(p, T_CRYPTO_ALGORITHM, ALG_AES);
+	ttlv_put_int(p, T_TAG_LENGTH, KMIP_TAG_LEN);
 	ttlv_end(p, m);
 }
 
