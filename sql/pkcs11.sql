@@ -65,7 +65,9 @@ INSERT INTO hsm_t VALUES (101, 'under version 2', 1);
 
 -- Master key rotation inside the HSM makes a new CMK beside the old one,
 -- and moving between mechanisms and providers never touches table data.
+SET client_min_messages = warning;  -- the NOTICE names the new label, which holds the time
 SELECT colcrypt.rotate_master_key('hsm_cmk') AS rewrapped;
+RESET client_min_messages;
 SELECT key_ref ~ '^cmk@[0-9]{8}T[0-9]{6}Z$' AS new_label FROM colcrypt.master_keys WHERE name = 'hsm_cmk';
 SELECT colcrypt.rotate_master_key('hsm_cmk', 'hsm_kwp', 'cmk') AS rewrapped;
 SELECT colcrypt.rotate_master_key('hsm_cmk_kwp', 'dev', 'from-hsm') AS rewrapped;

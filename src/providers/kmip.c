@@ -345,8 +345,12 @@ ssl_drive(KmipHandle *h, ssl_step step, void *buf, int len, TimestampTz deadline
 		}
 		{
 			char	   *q = ssl_errors();
+			bool		refused_us = strstr(q, "alert unknown ca") || strstr(q, "alert bad certificate") ||
+				strstr(q, "alert certificate unknown") || strstr(q, "alert certificate required") ||
+				strstr(q, "alert certificate expired") || strstr(q, "alert unsupported certificate");
 
 			unreachable(h, err,
+						refused_us ? "the KMIP server did not accept this client's certificate" :
 						step == step_connect ? "TLS handshake with the KMIP server failed"
 						: psprintf("TLS failure talking to the KMIP server (%s)", what),
 						q[0] ? q : (errno ? strerror(errno) : "connection reset"));

@@ -336,7 +336,13 @@ ColcryptProviderHealth(const char *provider, const char *kind, Jsonb *options,
 	ok = e->ops->health(e->handle, detail, err);
 	ColcryptKeyCacheCountProviderCall(!ok);
 	if (!ok)
+	{
+		char		msg[sizeof(err->message)];
+
 		ColcryptAuditProviderFailure(provider, "check health", err);
+		snprintf(msg, sizeof(msg), "key provider \"%s\" (%s): %s", provider, kind, err->message);
+		strlcpy(err->message, msg, sizeof(err->message));
+	}
 	return ok;
 }
 
