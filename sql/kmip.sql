@@ -89,7 +89,7 @@ SELECT object_name, substring(detail from 'SQLSTATE .....') AS sqlstate
 
 -- One master key moves file -> pkcs11 -> kmip -> file; the table file and
 -- every value stay the same, and each provider alone can unwrap.
-SELECT colcrypt.add_master_key('roam', 'dev', 'roam-cmk');
+SELECT colcrypt.add_master_key('roam', 'keyring', 'roam-cmk');
 SELECT colcrypt.create_key('roam_t', 'roam');
 CREATE TABLE roam_t (id int, s colcrypt.encrypted_text(roam_t));
 INSERT INTO roam_t SELECT g, 'roaming ' || g FROM generate_series(1, 300) g;
@@ -107,7 +107,7 @@ SELECT * FROM roam_check;
 SELECT colcrypt.rotate_master_key('roam', 'km', :'km_uid') AS rewrapped;
 SELECT colcrypt.key_cache_evict() > 0 AS evicted;
 SELECT * FROM roam_check;
-SELECT colcrypt.rotate_master_key('roam', 'dev', 'roam-cmk') AS rewrapped;
+SELECT colcrypt.rotate_master_key('roam', 'keyring', 'roam-cmk') AS rewrapped;
 SELECT colcrypt.key_cache_evict() > 0 AS evicted;
 SELECT * FROM roam_check;
 SELECT action, object_name, regexp_replace(detail, 'under km [0-9]+', 'under km <uid>') AS detail

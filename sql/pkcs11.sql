@@ -7,6 +7,12 @@
 \getenv hsm COLCRYPT_TEST_HSM
 \set pin_file :hsm '/pin'
 \set module '/usr/lib/softhsm/libsofthsm2.so'
+-- A keyring file provider of its own, to move master keys to and from.
+\getenv abs_builddir PG_ABS_BUILDDIR
+\set keyring :abs_builddir '/tmp_regress/providers.keyring'
+SET client_min_messages = warning;
+SELECT colcrypt.add_provider('keyring', 'file', jsonb_build_object('path', :'keyring'));
+RESET client_min_messages;
 
 -- Options are checked before anything is stored.
 \set VERBOSITY terse
@@ -70,7 +76,7 @@ SELECT colcrypt.rotate_master_key('hsm_cmk') AS rewrapped;
 RESET client_min_messages;
 SELECT key_ref ~ '^cmk@[0-9]{8}T[0-9]{6}Z$' AS new_label FROM colcrypt.master_keys WHERE name = 'hsm_cmk';
 SELECT colcrypt.rotate_master_key('hsm_cmk', 'hsm_kwp', 'cmk') AS rewrapped;
-SELECT colcrypt.rotate_master_key('hsm_cmk_kwp', 'dev', 'from-hsm') AS rewrapped;
+SELECT colcrypt.rotate_master_key('hsm_cmk_kwp', 'keyring', 'from-hsm') AS rewrapped;
 SELECT colcrypt.rotate_master_key('hsm_cmk_kwp', 'hsm', 'cmk') AS rewrapped;
 SELECT md5(string_agg(s::text || n::text, ',' ORDER BY id)) = :'checksum' AS unchanged FROM hsm_t WHERE id <= 100;
 SELECT s FROM hsm_t WHERE id = 101;
