@@ -167,6 +167,18 @@ extern char *ColcryptReadSecretFile(const char *path, const char *what,
 									ColcryptProviderError *err);
 
 /*
+ * The associated data that binds a wrapped data key to its identity when a
+ * provider wraps with an AEAD: domain and key_ref (each NUL-terminated),
+ * then key id and key version (big-endian).  Returns its length, or 0 if it
+ * does not fit in cap.
+ */
+extern size_t ColcryptWrapAad(const char *domain, const ColcryptWrapContext *ctx,
+							  uint8 *out, size_t cap);
+
+/* The current UTC time as YYYYMMDDTHHMMSSZ, for naming CMKs a rotation makes. */
+extern char *ColcryptUtcStamp(void);
+
+/*
  * Bounded, interruptible waiting for provider I/O: the deadline of a call
  * that starts now (colcrypt.kms_timeout), and a wait for fd to become
  * readable (or writable) that returns false at the deadline.  Throws only

@@ -401,6 +401,25 @@ load_context(KmipHandle *h, ColcryptProviderError *err)
 	return true;
 }
 
+static void
+doc_init(ttlv_doc *doc)
+{
+	doc->cap = TTLV_MAX_ITEMS;
+	doc->items = palloc(sizeof(ttlv_item) * doc->cap);
+	doc->nitems = 0;
+}
+
+static void
+raw_free(uint8_t *raw, ttlv_doc *doc)
+{
+	if (raw != NULL)
+	{
+		if (doc->nitems > 0)
+			explicit_bzero(raw, doc->items[0].len + TTLV_HEADER_LEN);
+		free(raw);
+	}
+}
+
 static bool kmip_call(KmipHandle *h, int op, ttlv_buf *payload, TimestampTz deadline,
 					  ttlv_doc *doc, int *resp_payload, uint8_t **raw,
 					  ColcryptProviderError *err);
@@ -464,8 +483,7 @@ ensure_connected(KmipHandle *h, TimestampTz deadline, ColcryptProviderError *err
 		ttlv_put_int(&p, T_PROTOCOL_MINOR, versions[i][1]);
 		ttlv_end(&p, m);
 	}
-	doc.cap = TTLV_MAX_ITEMS;
-	doc.items = palloc(sizeof(ttlv_item) * doc.cap);
+	doc_init(&doc);
 	ok = kmip_call(h, OP_DISCOVER_VERSIONS, &p, deadline, &doc, &pl, &raw, err);
 	ttlv_buf_free(&p);
 	if (!ok)
@@ -482,7 +500,7 @@ ensure_connected(KmipHandle *h, TimestampTz deadline, ColcryptProviderError *err
 			!ttlv_get_int(&doc, ttlv_child(&doc, v, T_PROTOCOL_MINOR), &minor) ||
 			major != 1 || minor < 1 || minor > 4)
 		{
-			free(raw);
+			raw_free(raw, &doc);
 			disconnect(h);
 			ColcryptProviderSetError(err, ERRCODE_FEATURE_NOT_SUPPORTED,
 									 psprintf("the KMIP server at %s:%s speaks no KMIP version from 1.1 to 1.4", h->host, h->port),
@@ -492,7 +510,7 @@ ensure_connected(KmipHandle *h, TimestampTz deadline, ColcryptProviderError *err
 		h->major = major;
 		h->minor = minor;
 	}
-	free(raw);
+	raw_free(raw, &doc);
 	return true;
 }
 
@@ -750,25 +768,6 @@ kmip_op(KmipHandle *h, int op, ttlv_buf *payload, ttlv_doc *doc, int *pl,
 }
 
 static void
-doc_init(ttlv_doc *doc)
-{
-	doc->cap = TTLV_MAX_ITEMS;
-	doc->items = palloc(sizeof(ttlv_item) * doc->cap);
-	doc->nitems = 0;
-}
-
-static void
-raw_free(uint8_t *raw, ttlv_doc *doc)
-{
-	if (raw != NULL)
-	{
-		if (doc->nitems > 0)
-			explicit_bzero(raw, doc->items[0].len + TTLV_HEADER_LEN);
-		free(raw);
-	}
-}
-
-static void
 put_uid(ttlv_buf *p, const char *uid)
 {
 	ttlv_put_text(p, T_UNIQUE_IDENTIFIER, uid, strlen(uid));
@@ -784,28 +783,6 @@ put_gcm_params(ttlv_buf *p)
 	ttlv_put_enum(p, T_CRYPTO_ALGORITHM, ALG_AES);
 	ttlv_put_int(p, T_TAG_LENGTH, KMIP_TAG_LEN);
 	ttlv_end(p, m);
-}
-
-/* The associated data of a wrapping: the data key's identity. */
-static size_t
-wrap_aad(const ColcryptWrapContext *ctx, uint8 *aad, size_t cap)
-{
-	static const char tag[] = "colcrypt-kmip-dek-v1";
-	size_t		rl = strlen(ctx->key_ref);
-	size_t		n = 0;
-
-	if (sizeof(tag) + rl + 9 > cap)
-		return 0;
-	memcpy(aad, tag, sizeof(tag));
-	n += sizeof(tag);
-	memcpy(aad + n, ctx->key_ref, rl);
-	n += rl;
-	aad[n++] = 0;
-	for (int i = 3; i >= 0; i--)
-		aad[n++] = (ctx->key_id >> (8 * i)) & 0xff;
-	for (int i = 3; i >= 0; i--)
-		aad[n++] = (ctx->key_version >> (8 * i)) & 0xff;
-	return n;
 }
 
 static bool
@@ -977,7 +954,7 @@ kmip_wrap(void *handle, const ColcryptWrapContext *ctx,
 
 	if (!check_uid(ctx->key_ref, err))
 		return false;
-	aadlen = wrap_aad(ctx, aad, sizeof(aad));
+	aadlen = ColcryptWrapAad("colcrypt-kmip-dek-v1", ctx, aad, sizeof(aad));
 	if (cc_random(iv, sizeof(iv)) != CC_OK)
 	{
 		ColcryptProviderSetError(err, ERRCODE_INTERNAL_ERROR, "could not generate an IV", NULL);
@@ -1103,7 +1080,7 @@ kmip_unwrap(void *handle, const ColcryptWrapContext *ctx,
 										  wrappedlen ? wrapped[0] : 0));
 		return false;
 	}
-	aadlen = wrap_aad(ctx, aad, sizeof(aad));
+	aadlen = ColcryptWrapAad("colcrypt-kmip-dek-v1", ctx, aad, sizeof(aad));
 
 	if (wrapped[0] == KMIP_FORMAT_LOCAL_GCM)
 	{
@@ -1351,11 +1328,8 @@ kmip_rotate_cmk(void *handle, const char *key_ref, char **new_key_ref,
 				char **new_version, ColcryptProviderError *err)
 {
 	KmipHandle *h = handle;
-	pg_time_t	now = (pg_time_t) time(NULL);
-	char		stamp[32];
 
-	pg_strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", pg_gmtime(&now));
-	return create_key(h, psprintf("colcrypt rotation of %s at %s", key_ref, stamp),
+	return create_key(h, psprintf("colcrypt rotation of %s at %s", key_ref, ColcryptUtcStamp()),
 					  new_key_ref, err);
 }
 

@@ -864,6 +864,21 @@ load_module(const char *path, ColcryptProviderError *err)
 	return m;
 }
 
+/* Close the handle's session, if it has one (best effort). */
+static void
+close_session(P11Handle *h)
+{
+	P11Job	   *job;
+	ColcryptProviderError ignored;
+
+	if (!h->has_session)
+		return;
+	job = job_new(h, JOB_CLOSE);
+	if (run_job(h, job, &ignored))
+		job_free(job);
+	h->has_session = false;
+}
+
 /* Open a logged-in session unless the handle has one. */
 static bool
 ensure_session(P11Handle *h, ColcryptProviderError *err)
@@ -949,13 +964,7 @@ ensure_session(P11Handle *h, ColcryptProviderError *err)
 			cc_memcmp_ct(logins[i].digest, digest, 32) != 0)
 		{
 			/* Logged in by another handle, and this PIN is not that one. */
-			P11Job	   *close_job = job_new(h, JOB_CLOSE);
-			ColcryptProviderError ignored;
-
-			close_job->session = h->session;
-			if (run_job(h, close_job, &ignored))
-				job_free(close_job);
-			h->has_session = false;
+			close_session(h);
 			ColcryptProviderSetError(err, ERRCODE_INVALID_PASSWORD,
 									 psprintf("the token \"%s\" refused the PIN", h->token_label),
 									 "The PIN differs from the one this process logged in to the token with.");
@@ -1032,24 +1041,9 @@ key_job_ok(P11Handle *h, P11Job *job, const char *key_ref, const char *what,
 static void
 gcm_aad(P11Job *job, const ColcryptWrapContext *ctx)
 {
-	static const char tag[] = "colcrypt-pkcs11-dek-v1";
-	size_t		n = 0;
-	size_t		rl = strlen(ctx->key_ref);
-
-	memcpy(job->aad + n, tag, sizeof(tag));
-	n += sizeof(tag);
-	memcpy(job->aad + n, ctx->key_ref, rl);
-	n += rl;
-	job->aad[n++] = 0;
-	job->aad[n++] = (ctx->key_id >> 24) & 0xff;
-	job->aad[n++] = (ctx->key_id >> 16) & 0xff;
-	job->aad[n++] = (ctx->key_id >> 8) & 0xff;
-	job->aad[n++] = ctx->key_id & 0xff;
-	job->aad[n++] = (ctx->key_version >> 24) & 0xff;
-	job->aad[n++] = (ctx->key_version >> 16) & 0xff;
-	job->aad[n++] = (ctx->key_version >> 8) & 0xff;
-	job->aad[n++] = ctx->key_version & 0xff;
-	job->aadlen = n;
+	/* key_job() limited key_ref to P11_MAX_LABEL bytes: it fits. */
+	job->aadlen = ColcryptWrapAad("colcrypt-pkcs11-dek-v1", ctx, job->aad, sizeof(job->aad));
+	Assert(job->aadlen > 0);
 }
 
 /* ----------------------------------------------------------------------
@@ -1173,14 +1167,7 @@ pkcs11_close(void *handle)
 {
 	P11Handle  *h = handle;
 
-	if (h->has_session)
-	{
-		P11Job	   *job = job_new(h, JOB_CLOSE);
-		ColcryptProviderError err;
-
-		if (run_job(h, job, &err))
-			job_free(job);
-	}
+	close_session(h);
 	if (h->pin)
 	{
 		cc_wipe(h->pin, strlen(h->pin));
@@ -1349,16 +1336,13 @@ pkcs11_rotate_cmk(void *handle, const char *key_ref, char **new_key_ref,
 				  char **new_version, ColcryptProviderError *err)
 {
 	P11Handle  *h = handle;
-	pg_time_t	now = (pg_time_t) time(NULL);
-	char		stamp[32];
 	const char *at = strrchr(key_ref, '@');
 	char	   *base = at ? pnstrdup(key_ref, at - key_ref) : pstrdup(key_ref);
 	char	   *label;
 	P11Job	   *job;
 	bool		ok;
 
-	pg_strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", pg_gmtime(&now));
-	label = psprintf("%s@%s", base, stamp);
+	label = psprintf("%s@%s", base, ColcryptUtcStamp());
 	job = key_job(h, JOB_GENERATE, label, "create", err);
 	if (job == NULL || !run_job(h, job, err))
 		return false;

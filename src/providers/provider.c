@@ -512,6 +512,36 @@ ColcryptReadSecretFile(const char *path, const char *what, ColcryptProviderError
 	return buf;
 }
 
+size_t
+ColcryptWrapAad(const char *domain, const ColcryptWrapContext *ctx, uint8 *out, size_t cap)
+{
+	size_t		dl = strlen(domain) + 1;
+	size_t		rl = strlen(ctx->key_ref) + 1;
+	size_t		n = 0;
+
+	if (dl + rl + 8 > cap)
+		return 0;
+	memcpy(out, domain, dl);
+	n += dl;
+	memcpy(out + n, ctx->key_ref, rl);
+	n += rl;
+	for (int i = 3; i >= 0; i--)
+		out[n++] = (ctx->key_id >> (8 * i)) & 0xff;
+	for (int i = 3; i >= 0; i--)
+		out[n++] = (ctx->key_version >> (8 * i)) & 0xff;
+	return n;
+}
+
+char *
+ColcryptUtcStamp(void)
+{
+	pg_time_t	now = (pg_time_t) time(NULL);
+	char		stamp[32];
+
+	pg_strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", pg_gmtime(&now));
+	return pstrdup(stamp);
+}
+
 TimestampTz
 ColcryptProviderDeadline(void)
 {
