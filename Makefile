@@ -34,7 +34,7 @@ REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_regress \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
 
-EXTRA_CLEAN = tmp_regress tmp_providers test/test_crypto test/test_envelope test/test_ttlv test/p11shim.so test/proto_client \
+EXTRA_CLEAN = tmp_regress tmp_providers test/test_crypto test/test_envelope test/test_ttlv test/test_sigv4 test/p11shim.so test/proto_client \
 	results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
@@ -48,6 +48,7 @@ colcrypt--$(EXTVERSION).sql: src/sql/gen.sh src/sql/catalog.sql src/sql/type.sql
 # ---- C unit tests: the crypto layer and the envelope, without PostgreSQL ----
 
 WYCHEPROOF ?= $(abspath $(srcdir)/../shared/testvectors/wycheproof)
+SIGV4_SUITE ?= $(abspath $(srcdir)/../shared/testvectors/aws-sigv4/suite)
 UNIT_CFLAGS = -O2 -g -Wall -Wextra -Werror -I$(srcdir)/include
 
 test/test_crypto: test/test_crypto.c $(CRYPTO_SRCS) include/colcrypt/crypto.h
@@ -61,11 +62,17 @@ test/test_ttlv: test/test_ttlv.c src/providers/ttlv.c include/colcrypt/ttlv.h
 	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
 		-o $@ test/test_ttlv.c src/providers/ttlv.c -lcrypto
 
+# The SigV4 signer against AWS's published suite, also under ASan and UBSan.
+test/test_sigv4: test/test_sigv4.c src/providers/sigv4.c include/colcrypt/sigv4.h
+	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
+		-o $@ test/test_sigv4.c src/providers/sigv4.c -lcrypto
+
 .PHONY: unittest test-programs
-unittest: test/test_crypto test/test_envelope test/test_ttlv
+unittest: test/test_crypto test/test_envelope test/test_ttlv test/test_sigv4
 	test/test_crypto $(WYCHEPROOF)
 	test/test_envelope
 	test/test_ttlv
+	test/test_sigv4 $(SIGV4_SUITE)
 
 # Programs the TAP tests run.
 test-programs: test/proto_client test/p11shim.so
