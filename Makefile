@@ -20,12 +20,14 @@ SRCS = src/colcrypt.c \
 	src/keys/keymgmt.c src/keys/lifecycle.c src/keys/audit.c \
 	src/providers/provider.c src/providers/file.c src/providers/pkcs11.c \
 	src/providers/kmip.c src/providers/ttlv.c \
+	src/providers/http.c src/providers/json.c src/providers/sigv4.c \
+	src/providers/vault.c src/providers/awskms.c \
 	src/types/typedesc.c src/types/enctype.c src/types/compare.c src/types/ddl_guard.c
 OBJS = $(SRCS:.c=.o)
 
 P11KIT_CFLAGS := $(shell pkg-config --cflags p11-kit-1 2>/dev/null || echo -I/usr/include/p11-kit-1)
 PG_CPPFLAGS = -I$(srcdir)/include $(P11KIT_CFLAGS)
-SHLIB_LINK = -lssl -lcrypto -ldl -pthread
+SHLIB_LINK = -lcurl -lssl -lcrypto -ldl -pthread
 
 # pg_regress: one file per topic, in a throwaway instance with the library
 # preloaded.  (Not tmp_check: the TAP step removes that directory.)

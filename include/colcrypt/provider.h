@@ -97,8 +97,10 @@ typedef struct ColcryptProviderOps
 
 	/*
 	 * Re-wrap a blob from one CMK (from->key_ref) to another of the same
-	 * provider without the data key leaving the provider.  NULL where the
-	 * provider cannot; the dispatcher then unwraps and wraps.
+	 * provider, or to the newest version of the same CMK, without the data
+	 * key leaving the provider.  NULL where the provider cannot; false with
+	 * err->sqlerrcode left 0 where it cannot for this blob (Vault: a key
+	 * bound by associated data).  The caller then unwraps and wraps.
 	 */
 	bool		(*rewrap) (void *handle, const ColcryptWrapContext *from,
 						   const uint8 *wrapped, size_t wrappedlen,
@@ -144,7 +146,8 @@ extern char *ColcryptProviderRotateCmk(const char *provider, const char *kind,
 									   Jsonb *options, const char *key_ref,
 									   char **new_key_ref);
 extern bool ColcryptProviderCanRewrap(const char *kind);
-extern void ColcryptProviderRewrap(const char *provider, const char *kind,
+/* False if the provider declined (the caller then unwraps and wraps). */
+extern bool ColcryptProviderRewrap(const char *provider, const char *kind,
 								   Jsonb *options, const ColcryptWrapContext *from,
 								   const uint8 *wrapped, size_t wrappedlen,
 								   const char *wrap_meta,
@@ -193,5 +196,7 @@ extern void ColcryptProviderSetError(ColcryptProviderError *err, int sqlerrcode,
 extern const ColcryptProviderOps colcrypt_file_provider;
 extern const ColcryptProviderOps colcrypt_pkcs11_provider;
 extern const ColcryptProviderOps colcrypt_kmip_provider;
+extern const ColcryptProviderOps colcrypt_vault_provider;
+extern const ColcryptProviderOps colcrypt_aws_kms_provider;
 
 #endif							/* COLCRYPT_PROVIDER_H */

@@ -509,6 +509,7 @@ rotate_master_key_body(FunctionCallInfo fcinfo)
 	MasterKeyRow target;
 	char	   *cmk_version = NULL;
 	int			count = 0;
+	int			at_provider_count = 0;
 	Oid			types[4] = {TEXTOID, INT4OID, INT4OID, BYTEAOID};
 	Datum		values[4];
 
@@ -605,6 +606,8 @@ rotate_master_key_body(FunctionCallInfo fcinfo)
 			ColcryptWrapContext ctx;
 			bytea	   *blob;
 
+			bool		at_provider = false;
+
 			ColcryptDekBytes(key_id, (uint32) version, dek);
 			ctx.key_ref = target.key_ref;
 			ctx.key_id = key_id;
@@ -613,9 +616,30 @@ rotate_master_key_body(FunctionCallInfo fcinfo)
 			PG_TRY();
 			{
 				uint8		check[CC_DEK_LEN];
+				ColcryptUnwrapInfo info;
 
-				ColcryptProviderWrap(target.provider, target.kind, target.options, &ctx,
-									 dek, sizeof(dek), &wrapped, &wrap_meta);
+				/*
+				 * Within one provider that can, the provider re-wraps (Vault
+				 * rewrap, KMS ReEncrypt): the data key does not travel.
+				 * Otherwise, or where it declines, wrap the key anew.  Either
+				 * way the new blob must unwrap to the same key before it is
+				 * recorded.
+				 */
+				if (strcmp(old.provider, target.provider) == 0 &&
+					ColcryptProviderCanRewrap(target.kind) &&
+					ColcryptFetchUnwrapInfo(key_id, version, &info) && info.wrapped != NULL)
+				{
+					ColcryptWrapContext from = ctx;
+
+					from.key_ref = old.key_ref;
+					at_provider = ColcryptProviderRewrap(target.provider, target.kind, target.options,
+														 &from, (uint8 *) VARDATA_ANY(info.wrapped),
+														 VARSIZE_ANY_EXHDR(info.wrapped), info.wrap_meta,
+														 &ctx, &wrapped, &wrap_meta);
+				}
+				if (!at_provider)
+					ColcryptProviderWrap(target.provider, target.kind, target.options, &ctx,
+										 dek, sizeof(dek), &wrapped, &wrap_meta);
 				ColcryptProviderUnwrap(target.provider, target.kind, target.options, &ctx,
 									   (uint8 *) wrapped.data, wrapped.len, wrap_meta,
 									   check, sizeof(check));
@@ -650,7 +674,10 @@ rotate_master_key_body(FunctionCallInfo fcinfo)
 									4, utypes, uvalues, unulls, NULL, NULL);
 			}
 			ColcryptAuditAction("rewrap", "key", key_label(key_id), version,
-								psprintf("under master key %s (%s %s)", name, target.provider, target.key_ref));
+								psprintf("under master key %s (%s %s)%s", name, target.provider, target.key_ref,
+										 at_provider ? ", re-wrapped by the provider" : ""));
+			if (at_provider)
+				at_provider_count++;
 			count++;
 		}
 	}
@@ -668,9 +695,10 @@ rotate_master_key_body(FunctionCallInfo fcinfo)
 	}
 	ColcryptCatalogChanged();
 	ColcryptAuditAction("rotate", "master_key", name, 0,
-						psprintf("%d data key versions re-wrapped under %s %s%s%s", count,
+						psprintf("%d data key versions re-wrapped under %s %s%s%s%s", count,
 								 target.provider, target.key_ref,
-								 cmk_version ? " " : "", cmk_version ? cmk_version : ""));
+								 cmk_version ? " " : "", cmk_version ? cmk_version : "",
+								 at_provider_count > 0 ? psprintf(", %d by the provider", at_provider_count) : ""));
 	PG_RETURN_INT32(count);
 }
 

@@ -31,6 +31,8 @@ static const ColcryptProviderOps *const kinds[] = {
 	&colcrypt_file_provider,
 	&colcrypt_pkcs11_provider,
 	&colcrypt_kmip_provider,
+	&colcrypt_vault_provider,
+	&colcrypt_aws_kms_provider,
 };
 
 const ColcryptProviderOps *
@@ -287,7 +289,7 @@ ColcryptProviderCanRewrap(const char *kind)
 	return ops != NULL && ops->rewrap != NULL;
 }
 
-void
+bool
 ColcryptProviderRewrap(const char *provider, const char *kind, Jsonb *options,
 					   const ColcryptWrapContext *from,
 					   const uint8 *wrapped, size_t wrappedlen,
@@ -298,12 +300,18 @@ ColcryptProviderRewrap(const char *provider, const char *kind, Jsonb *options,
 	HandleEntry *e = get_handle(provider, kind, options);
 	ColcryptProviderError err = {0};
 
-	Assert(e->ops->rewrap != NULL);
 	*new_wrap_meta = NULL;
+	if (e->ops->rewrap == NULL)
+		return false;
 	if (!e->ops->rewrap(e->handle, from, wrapped, wrappedlen, wrap_meta,
 						to, rewrapped, new_wrap_meta, &err))
+	{
+		if (err.sqlerrcode == 0)
+			return false;		/* declined: the caller unwraps and wraps */
 		raise_failure(provider, e, "re-wrap a data key", &err);
+	}
 	ColcryptKeyCacheCountProviderCall(false);
+	return true;
 }
 
 /*
