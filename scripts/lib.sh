@@ -17,7 +17,7 @@ BUILD_PACKAGES=(
     postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
     build-essential pkg-config libssl-dev libcurl4-openssl-dev libjson-c-dev
     libp11-kit-dev libipc-run-perl
-    softhsm2 opensc python3-pykmip openssl
+    softhsm2 opensc python3-pykmip python3-cryptography openssl
 )
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The whole colcrypt test suite, from a fresh Debian 12 machine (as root):
 # installs what it needs, builds, installs, then runs
-#   1. the C unit tests (Wycheproof vectors, the envelope parser),
+#   1. the C unit tests (Wycheproof vectors, the envelope parser, the TTLV
+#      codec, the SigV4 signer against AWS's published suite),
 #   2. pg_regress in a throwaway instance with colcrypt preloaded,
 #   3. the TAP tests (restarts, no plaintext on disk, connection storms,
 #      dump and restore, provider failures, the extended protocol, SoftHSM2
-#      and PyKMIP as real key providers).
+#      and PyKMIP as real key providers, Vault and AWS KMS emulators).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_root "$@"
 
@@ -33,7 +34,17 @@ export COLCRYPT_TEST_KMIP="$WORK/tmp_providers/kmip"
 COLCRYPT_TEST_KMIP_PORT=$(free_port)
 export COLCRYPT_TEST_KMIP_PORT
 as_postgres "$WORK/test/kmip/server.sh" start "$COLCRYPT_TEST_KMIP" "$COLCRYPT_TEST_KMIP_PORT"
-trap 'as_postgres "$WORK/test/kmip/server.sh" stop "$COLCRYPT_TEST_KMIP" || true' EXIT
+stop_fixtures() {
+    as_postgres "$WORK/test/kmip/server.sh" stop "$COLCRYPT_TEST_KMIP" || true
+    as_postgres "$WORK/test/awskms/server.sh" stop "$COLCRYPT_TEST_AWSKMS" || true
+}
+trap stop_fixtures EXIT
+
+say "Key provider fixtures: the AWS KMS emulator"
+export COLCRYPT_TEST_AWSKMS="$WORK/tmp_providers/awskms"
+COLCRYPT_TEST_AWSKMS_PORT=$(free_port)
+export COLCRYPT_TEST_AWSKMS_PORT
+as_postgres "$WORK/test/awskms/server.sh" start "$COLCRYPT_TEST_AWSKMS" "$COLCRYPT_TEST_AWSKMS_PORT"
 
 say "pg_regress and TAP tests (in $WORK)"
 if ! as_postgres make -C "$WORK" installcheck PG_CONFIG="$PG_CONFIG" PROVE_FLAGS="--timer"; then
@@ -46,7 +57,7 @@ if ! as_postgres make -C "$WORK" installcheck PG_CONFIG="$PG_CONFIG" PROVE_FLAGS
     done
 fi
 
-as_postgres "$WORK/test/kmip/server.sh" stop "$COLCRYPT_TEST_KMIP" || true
+stop_fixtures
 trap - EXIT
 
 say "Finished in $(( $(date +%s) - START )) s"

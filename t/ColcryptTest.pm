@@ -7,6 +7,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use FindBin;
 
 # A cluster with colcrypt preloaded.  Extra settings are appended.
 sub new_node
@@ -85,6 +86,43 @@ sub files_containing
 		closedir $dh;
 	}
 	return @found;
+}
+
+# ---- The HTTP key manager emulators (test/vault, test/awskms) ----
+
+# Start an emulator ('vault' or 'awskms') over plain http on loopback in
+# $dir; returns its port.
+sub emu_start
+{
+	my ($kind, $dir, $port) = @_;
+	$port //= PostgreSQL::Test::Cluster::get_free_port();
+	my $script = "$FindBin::RealBin/../test/$kind/server.sh";
+	system($script, 'start', $dir, $port, '--plain') == 0 or die "$kind emulator did not start";
+	return $port;
+}
+
+sub emu_stop
+{
+	my ($kind, $dir) = @_;
+	system("$FindBin::RealBin/../test/$kind/server.sh", 'stop', $dir);
+	return;
+}
+
+# A control request to an emulator: /_emu/<what>; returns the decoded JSON
+# answer (or undef).
+sub emu_ctl
+{
+	my ($port, $what, $body) = @_;
+	require HTTP::Tiny;
+	require JSON::PP;
+	my $http = HTTP::Tiny->new(timeout => 10);
+	my $url = "http://127.0.0.1:$port/_emu/$what";
+	my $res = defined $body
+	  ? $http->post($url, { content => JSON::PP::encode_json($body),
+			headers => { 'Content-Type' => 'application/json' } })
+	  : $http->get($url);
+	die "emulator control $what: $res->{status} $res->{content}" unless $res->{success};
+	return length($res->{content}) ? JSON::PP::decode_json($res->{content}) : undef;
 }
 
 1;

@@ -730,16 +730,38 @@ aws_ensure_cmk(void *handle, const char *key_ref, bool create, bool *created,
 	const char *usage;
 	const char *spec;
 	bool		ok;
+	bool		new_key;
 
 	*created = false;
-	if (!check_key_ref(key_ref, err))
-		return false;
 	initStringInfo(&body);
-	appendStringInfoChar(&body, '{');
-	ColcryptJsonAppendKey(&body, true, "KeyId");
-	ColcryptJsonAppendString(&body, key_ref);
-	appendStringInfoChar(&body, '}');
-	ok = aws_call(h, "DescribeKey", &body, true, &resp, err);
+
+	/*
+	 * With create_cmk, a key_ref that is neither an alias nor an ARN only
+	 * describes the new key; the ARN KMS gives it is recorded.
+	 */
+	new_key = create && strncmp(key_ref, "alias/", 6) != 0 && strncmp(key_ref, "arn:", 4) != 0;
+	if (new_key)
+	{
+		ok = false;
+		err->sqlerrcode = ERRCODE_UNDEFINED_OBJECT;
+		memset(&resp, 0, sizeof(resp));
+		if (strlen(key_ref) > 200)
+		{
+			ColcryptProviderSetError(err, ERRCODE_INVALID_PARAMETER_VALUE,
+									 "a key description of at most 200 characters", NULL);
+			return false;
+		}
+	}
+	else
+	{
+		if (!check_key_ref(key_ref, err))
+			return false;
+		appendStringInfoChar(&body, '{');
+		ColcryptJsonAppendKey(&body, true, "KeyId");
+		ColcryptJsonAppendString(&body, key_ref);
+		appendStringInfoChar(&body, '}');
+		ok = aws_call(h, "DescribeKey", &body, true, &resp, err);
+	}
 	if (!ok && err->sqlerrcode == ERRCODE_UNDEFINED_OBJECT && create)
 	{
 		const char *arn;

@@ -463,7 +463,8 @@ ColcryptHttpCheckUrl(const char *kind, const char *option, const char *url)
 	if (url == NULL || url[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("a %s provider needs \"%s\"", kind, option)));
+				 errmsg("%s %s provider needs \"%s\"",
+						strchr("aeiou", kind[0]) ? "an" : "a", kind, option)));
 	u = curl_url();
 	if (u == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
@@ -491,7 +492,8 @@ ColcryptHttpCheckUrl(const char *kind, const char *option, const char *url)
 	if (problem)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid \"%s\" for a %s provider: %s", option, kind, problem)));
+				 errmsg("invalid \"%s\" for %s %s provider: %s", option,
+						strchr("aeiou", kind[0]) ? "an" : "a", kind, problem)));
 }
 
 /* The Host header libcurl would send for url: host, and :port if the URL has one. */

@@ -390,8 +390,9 @@ ColcryptCheckOptionNames(const char *kind, Jsonb *options, const char *const *al
 			appendStringInfo(&list, "%s\"%s\"", a == allowed ? "" : ", ", *a);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("unknown option \"%.*s\" for a %s provider",
-						v.val.string.len, v.val.string.val, kind),
+				 errmsg("unknown option \"%.*s\" for %s %s provider",
+						v.val.string.len, v.val.string.val,
+						strchr("aeiou", kind[0]) ? "an" : "a", kind),
 				 errhint("Its options are %s.", list.data)));
 	}
 }
