@@ -36,11 +36,16 @@ export COLCRYPT_TEST_KMIP_PORT
 as_postgres "$WORK/test/kmip/server.sh" start "$COLCRYPT_TEST_KMIP" "$COLCRYPT_TEST_KMIP_PORT"
 stop_fixtures() {
     as_postgres "$WORK/test/kmip/server.sh" stop "$COLCRYPT_TEST_KMIP" || true
+    as_postgres "$WORK/test/vault/server.sh" stop "$COLCRYPT_TEST_VAULT" || true
     as_postgres "$WORK/test/awskms/server.sh" stop "$COLCRYPT_TEST_AWSKMS" || true
 }
 trap stop_fixtures EXIT
 
-say "Key provider fixtures: the AWS KMS emulator"
+say "Key provider fixtures: the Vault and AWS KMS emulators"
+export COLCRYPT_TEST_VAULT="$WORK/tmp_providers/vault"
+COLCRYPT_TEST_VAULT_PORT=$(free_port)
+export COLCRYPT_TEST_VAULT_PORT
+as_postgres "$WORK/test/vault/server.sh" start "$COLCRYPT_TEST_VAULT" "$COLCRYPT_TEST_VAULT_PORT"
 export COLCRYPT_TEST_AWSKMS="$WORK/tmp_providers/awskms"
 COLCRYPT_TEST_AWSKMS_PORT=$(free_port)
 export COLCRYPT_TEST_AWSKMS_PORT

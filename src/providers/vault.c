@@ -335,8 +335,17 @@ vault_errors(const ColcryptHttpResponse *resp)
 				break;
 			if (buf.len > 0)
 				appendStringInfoString(&buf, "; ");
+			/* Printable, each run of white space one space, trimmed. */
 			for (const char *p = e; *p && buf.len < 300; p++)
-				appendStringInfoChar(&buf, (*p >= ' ' && *p < 127) ? *p : ' ');
+			{
+				char		c = (*p > ' ' && *p < 127) ? *p : ' ';
+
+				if (c == ' ' && (buf.len == 0 || buf.data[buf.len - 1] == ' ' || p[1] == '\0'))
+					continue;
+				appendStringInfoChar(&buf, c);
+			}
+			while (buf.len > 0 && buf.data[buf.len - 1] == ' ')
+				buf.data[--buf.len] = '\0';
 		}
 	}
 	if (buf.len == 0)

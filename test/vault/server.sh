@@ -1,0 +1,164 @@
+#!/bin/bash
+# Vault / OpenBao emulator harness for colcrypt's vault provider tests.
+#
+#   server.sh certs <dir>                          make <dir>/certs (CA, server, rogue CA)
+#   server.sh start <dir> <port> [--tls|--plain]   start vault_emu.py on 127.0.0.1:<port>
+#                                                  (https by default), wait until it answers
+#   server.sh stop  <dir>                          stop it (safe if not running)
+#
+# Everything lives in <dir>: config.json (written with the test tokens,
+# namespaces and AppRole if missing), state.json (Transit keys, kept across
+# stop/start), server.log and server.pid.  Needs /usr/bin/python3 with
+# python3-cryptography, openssl and curl.
+set -euo pipefail
+
+PYTHON=/usr/bin/python3
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+usage() {
+	echo "usage: $0 certs <dir> | start <dir> <port> [--tls|--plain] | stop <dir>" >&2
+	exit 2
+}
+
+# Run a command, showing its output only if it fails.
+quiet() {
+	local out
+	out=$("$@" 2>&1) || { echo "$out" >&2; return 1; }
+}
+
+# mkcert <certs> <name> <subject CN> <issuer name|self> <extensions...>
+mkcert() {
+	local d=$1 name=$2 cn=$3 issuer=$4
+	shift 4
+	[ -f "$d/$name.crt" ] && return 0
+	(umask 077 && quiet openssl genpkey -algorithm EC \
+		-pkeyopt ec_paramgen_curve:P-256 -out "$d/$name.key")
+	if [ "$issuer" = self ]; then
+		local addext=()
+		for e in "$@"; do addext+=(-addext "$e"); done
+		quiet openssl req -x509 -new -key "$d/$name.key" -subj "/CN=$cn" \
+			-sha256 -days 3650 "${addext[@]}" -out "$d/$name.crt"
+	else
+		quiet openssl req -new -key "$d/$name.key" -subj "/CN=$cn" -out "$d/$name.csr"
+		quiet openssl x509 -req -in "$d/$name.csr" -sha256 -days 3650 \
+			-CA "$d/$issuer.crt" -CAkey "$d/$issuer.key" \
+			-extfile <(printf '%s\n' "$@" authorityKeyIdentifier=keyid \
+				subjectKeyIdentifier=hash) \
+			-out "$d/$name.crt"
+		rm -f "$d/$name.csr"
+	fi
+}
+
+do_certs() {
+	local d=$1/certs
+	mkdir -p "$d"
+	# Don't let the system openssl.cnf add extensions of its own.
+	export OPENSSL_CONF=/dev/null
+	local ca=(basicConstraints=critical,CA:TRUE keyUsage=critical,keyCertSign,cRLSign
+		subjectKeyIdentifier=hash)
+	local leaf=(basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature)
+	mkcert "$d" ca "colcrypt vault test CA" self "${ca[@]}"
+	mkcert "$d" server localhost ca "${leaf[@]}" extendedKeyUsage=serverAuth \
+		subjectAltName=DNS:localhost,IP:127.0.0.1
+	mkcert "$d" rogue-ca "colcrypt vault rogue CA" self "${ca[@]}"
+}
+
+write_config() {
+	local f=$1/config.json
+	[ -f "$f" ] && return 0
+	cat > "$f.tmp" <<'EOF'
+{
+ "root_token": "root-token",
+ "tokens": {"transit-user": {"policies": ["transit-use"], "namespace": "", "ttl": 0},
+            "ns-token": {"policies": ["root"], "namespace": "team1", "ttl": 0},
+            "no-access": {"policies": ["default"], "namespace": "", "ttl": 0}},
+ "namespaces": ["team1"],
+ "approle": {"colcrypt-role-id": {"secret_ids": ["colcrypt-secret-id"], "token_ttl": 3600, "token_max_ttl": 86400, "policies": ["transit-use"], "namespace": ""}},
+ "keys": [{"namespace": "", "mount": "transit", "name": "preexisting", "derived": false}]
+}
+EOF
+	mv "$f.tmp" "$f"
+}
+
+# The server's pid, if it is running (a zombie waiting for init counts as gone).
+server_pid() {
+	local pid
+	[ -f "$1/server.pid" ] && pid=$(cat "$1/server.pid") || return 1
+	grep -qF "$1/config.json" "/proc/$pid/cmdline" 2>/dev/null || return 1
+	case $(ps -o stat= -p "$pid") in Z* | "") return 1 ;; esac
+	echo "$pid"
+}
+
+do_start() {
+	local dir=$1 port=$2 mode=$3 pid
+	if pid=$(server_pid "$dir"); then
+		echo "Vault emulator already running (pid $pid)" >&2
+		exit 1
+	fi
+	write_config "$dir"
+	local tls=() url=http://127.0.0.1:$port curl_ca=()
+	if [ "$mode" = tls ]; then
+		do_certs "$dir"
+		tls=(--cert "$dir/certs/server.crt" --key "$dir/certs/server.key")
+		url=https://localhost:$port
+		curl_ca=(--cacert "$dir/certs/ca.crt")
+	fi
+	local log=$dir/server.log
+	touch "$log"
+	# In its own session, so that a terminal's ^C reaches only the caller.
+	$PYTHON "$HERE/vault_emu.py" --new-session --port "$port" "${tls[@]}" \
+		--config "$dir/config.json" --state "$dir/state.json" >> "$log" 2>&1 < /dev/null &
+	pid=$!
+	echo "$pid" > "$dir/server.pid"
+	# The control endpoint answers once the server listens (faults never
+	# apply to it).
+	local i code
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "${curl_ca[@]}" \
+			"$url/_emu/stats" 2>/dev/null) || true
+		if [ "$code" = 200 ] && kill -0 "$pid" 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	echo "Vault emulator failed to start on port $port; $log ends with:" >&2
+	tail -n 20 "$log" >&2
+	do_stop "$dir"
+	exit 1
+}
+
+do_stop() {
+	local dir=$1 pid i
+	if pid=$(server_pid "$dir"); then
+		# SIGTERM makes it exit at once, even with requests hanging.
+		kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 50; i++)); do
+			server_pid "$dir" > /dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$pid" 2>/dev/null || true
+		while server_pid "$dir" > /dev/null; do sleep 0.05; done
+	fi
+	rm -f "$dir/server.pid"
+}
+
+[ $# -ge 2 ] || usage
+cmd=$1
+dir=$(realpath -m "$2")
+case "$cmd" in
+	certs) [ $# -eq 2 ] || usage; do_certs "$dir" ;;
+	start)
+		[ $# -eq 3 ] || [ $# -eq 4 ] || usage
+		mode=tls
+		case "${4:---tls}" in
+			--tls) mode=tls ;;
+			--plain) mode=plain ;;
+			*) usage ;;
+		esac
+		mkdir -p "$dir"
+		do_start "$dir" "$3" "$mode"
+		;;
+	stop) [ $# -eq 2 ] || usage; do_stop "$dir" ;;
+	*) usage ;;
+esac
