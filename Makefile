@@ -43,6 +43,10 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# PGXS does not track headers: every object depends on all of ours (a
+# changed struct in provider.h must rebuild every provider).
+$(OBJS): $(wildcard $(srcdir)/include/colcrypt/*.h)
+
 colcrypt--$(EXTVERSION).sql: src/sql/gen.sh src/sql/catalog.sql src/sql/type.sql.in \
 		src/sql/operator.sql.in src/sql/opclass.sql.in src/sql/cast.sql.in src/sql/tail.sql include/colcrypt/typelist.h
 	sh $(srcdir)/src/sql/gen.sh $(srcdir) > $@

@@ -22,6 +22,7 @@ SELECT colcrypt.add_provider('a', 'aws-kms', '{"region": "us-east-1", "access_ke
 SELECT colcrypt.add_provider('a', 'aws-kms', '{"region": "us-east-1", "session_token": "t"}');
 SELECT colcrypt.add_provider('a', 'aws-kms', '{"region": "us-east-1", "endpoint": "http://kms.example.com", "access_key_id": "x", "secret_access_key": "y"}');
 SELECT colcrypt.add_provider('a', 'aws-kms', '{"region": "us-east-1", "access_key_id": "x", "secret_access_key": "y", "secret_key": "z"}');
+SELECT colcrypt.add_provider('a', 'aws-kms', '{"region": "us-east-1", "access_key_id": "x", "secret_access_key": "y", "data_key_source": "hsm"}');
 \set VERBOSITY default
 
 SELECT colcrypt.add_provider('a', 'aws-kms', jsonb_build_object('region', 'us-east-1', 'endpoint', :'endpoint',
@@ -117,6 +118,20 @@ SELECT colcrypt.add_provider('a_sts', 'aws-kms', jsonb_build_object('region', 'u
     'session_token', 'FwoGZXIvYXdzEXAMPLEsessiontoken//colcrypt==', 'ca_file', :'ca'));
 SELECT name, options - 'endpoint' - 'ca_file' AS options FROM colcrypt.providers WHERE name = 'a_sts';
 SELECT ok FROM colcrypt.check_provider('a_sts');
+
+-- Data keys from KMS's generator: GenerateDataKey returns the key and its
+-- blob in one call (bound by the same EncryptionContext).
+SELECT colcrypt.add_provider('a_gen', 'aws-kms', jsonb_build_object('region', 'us-east-1', 'endpoint', :'endpoint',
+    'access_key_id', 'AKIDCOLCRYPTTEST', 'secret_access_key', 'colcrypt/test/secret/key/0123456789abcdef',
+    'ca_file', :'ca', 'data_key_source', 'kms'));
+SELECT colcrypt.add_master_key('a_gen_cmk', 'a_gen', 'alias/colcrypt-test');
+SELECT colcrypt.create_key('a_gen_t', 'a_gen_cmk');
+SELECT colcrypt.rotate_key('a_gen_t');
+CREATE TABLE a_gen (s colcrypt.encrypted_text(a_gen_t));
+INSERT INTO a_gen VALUES ('from the KMS generator');
+SELECT colcrypt.key_cache_evict() > 0 AS evicted;
+SELECT s FROM a_gen;
+DROP TABLE a_gen;
 
 SELECT object_name, substring(detail from 'SQLSTATE [0-9A-Z]{5}') AS sqlstate
   FROM colcrypt.audit_log WHERE action = 'kms_failure' AND object_name LIKE 'a\_%' ORDER BY id;

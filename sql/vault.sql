@@ -115,8 +115,10 @@ SELECT md5(string_agg(s::text || n::text, ',' ORDER BY id)) = :'v_sum' AS same F
 -- Moving a master key from the file keyring into Vault (a Transit key made
 -- beforehand): the data keys are unwrapped from the keyring and wrapped by
 -- Vault.
+SET client_min_messages = warning;
 SELECT colcrypt.add_provider('v_keyring', 'file', jsonb_build_object('path', :'vdir' || '/regress.keyring'));
 SELECT colcrypt.add_master_key('v_mv', 'v_keyring', 'mv', create_cmk => true);
+RESET client_min_messages;
 SELECT colcrypt.create_key('v_mv_t', 'v_mv');
 CREATE TABLE v_mv (s colcrypt.encrypted_text(v_mv_t));
 INSERT INTO v_mv VALUES ('moving');

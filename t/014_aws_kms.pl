@@ -137,6 +137,21 @@ is($st->{by_op}{Encrypt} // 0, 0, 'and never sent to KMS in an Encrypt');
 is($cold->(), 'ok', 'reads after the rotation');
 is($node->safe_psql('postgres', $sum_sql), $good, 'data intact');
 
+# ---- Data keys from KMS's generator ----
+$node->safe_psql('postgres', qq{
+	SELECT colcrypt.add_provider('aws_gen', 'aws-kms', jsonb_build_object('region', 'us-east-1',
+		'endpoint', 'http://127.0.0.1:$port', 'credentials_file', '$credfile', 'profile', 'colcrypt',
+		'data_key_source', 'kms'));
+	SELECT colcrypt.add_master_key('a_gen', 'aws_gen', 'alias/colcrypt-tap');
+});
+$ctl->('reset-stats', {});
+$node->safe_psql('postgres', q{SELECT colcrypt.create_key('gk', 'a_gen')});
+$st = $ctl->('stats');
+is($st->{by_op}{GenerateDataKey}, 1, 'data_key_source kms: the data key came from GenerateDataKey');
+is($st->{by_op}{Encrypt} // 0, 0, 'and was not generated here and sent to Encrypt');
+is($node->safe_psql('postgres', q{CREATE TABLE g (s colcrypt.encrypted_text(gk)); INSERT INTO g VALUES ('kms-made key');
+	SELECT colcrypt.key_cache_evict() > 0; SELECT s FROM g}), "t\nkms-made key", 'a key made by KMS encrypts and decrypts');
+
 $st = $ctl->('stats');
 is($st->{signature_failures} // 0, 0, 'no request in the whole run had a bad signature');
 

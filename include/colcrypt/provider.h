@@ -110,6 +110,18 @@ typedef struct ColcryptProviderOps
 						   ColcryptProviderError *err);
 
 	/*
+	 * Make a new data key at the provider (its random generator, such as
+	 * an HSM's) and wrap it in the same call: dek receives the key,
+	 * wrapped its blob.  NULL where the provider cannot; false with
+	 * err->sqlerrcode left 0 where it is not configured to, and the caller
+	 * generates the key itself and wraps it.
+	 */
+	bool		(*generate) (void *handle, const ColcryptWrapContext *ctx,
+							 uint8 *dek, size_t deklen,
+							 StringInfo wrapped, char **wrap_meta,
+							 ColcryptProviderError *err);
+
+	/*
 	 * Check that the provider answers and its credentials work; append a
 	 * one-line description (library, token, server version) to detail.
 	 */
@@ -153,6 +165,11 @@ extern bool ColcryptProviderRewrap(const char *provider, const char *kind,
 								   const char *wrap_meta,
 								   const ColcryptWrapContext *to,
 								   StringInfo rewrapped, char **new_wrap_meta);
+/* False if the provider does not generate data keys (the caller does). */
+extern bool ColcryptProviderGenerate(const char *provider, const char *kind,
+									 Jsonb *options, const ColcryptWrapContext *ctx,
+									 uint8 *dek, size_t deklen,
+									 StringInfo wrapped, char **wrap_meta);
 extern bool ColcryptProviderHealth(const char *provider, const char *kind,
 								   Jsonb *options, StringInfo detail,
 								   ColcryptProviderError *err);

@@ -525,16 +525,21 @@ ColcryptGenerateWrappedDek(const char *master_key, uint32 key_id,
 	ctx.key_ref = info.key_ref;
 	ctx.key_id = key_id;
 	ctx.key_version = version;
-	if (cc_random(dek, sizeof(dek)) != CC_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INTERNAL_ERROR),
-				 errmsg("could not generate a data key")));
 	PG_TRY();
 	{
 		uint8		check[CC_DEK_LEN];
 
-		ColcryptProviderWrap(info.provider, info.kind, info.options, &ctx,
-							 dek, sizeof(dek), wrapped, &wrap_meta);
+		/* From the provider's generator where it is set up to, else ours. */
+		if (!ColcryptProviderGenerate(info.provider, info.kind, info.options, &ctx,
+									  dek, sizeof(dek), wrapped, &wrap_meta))
+		{
+			if (cc_random(dek, sizeof(dek)) != CC_OK)
+				ereport(ERROR,
+						(errcode(ERRCODE_INTERNAL_ERROR),
+						 errmsg("could not generate a data key")));
+			ColcryptProviderWrap(info.provider, info.kind, info.options, &ctx,
+								 dek, sizeof(dek), wrapped, &wrap_meta);
+		}
 		/* Prove the round trip before anything is recorded. */
 		ColcryptProviderUnwrap(info.provider, info.kind, info.options, &ctx,
 							   (uint8 *) wrapped->data, wrapped->len, wrap_meta,

@@ -28,7 +28,9 @@
  * Without a new key_ref it first asks KMS for on-demand rotation of the key
  * (RotateKeyOnDemand: new key material behind the same ARN).  add_master_key
  * with create_cmk => true runs CreateKey (and CreateAlias for an alias
- * name).  The health check signs a ListAliases call: an AccessDenied answer
+ * name).  With "data_key_source": "kms", data keys come from KMS's
+ * generator (GenerateDataKey returns the key and its blob in one call)
+ * instead of the database's.  The health check signs a ListAliases call: an AccessDenied answer
  * still proves the credentials and signature good.
  *
  * Every request is signed anew (X-Amz-Date of its first attempt; retries
@@ -81,10 +83,12 @@ typedef struct AwsHandle
 	char	   *access_key_id;
 	char	   *secret_access_key;
 	char	   *session_token;
+
+	bool		kms_data_keys;	/* data_key_source "kms": GenerateDataKey */
 } AwsHandle;
 
 static const char *const aws_options[] = {
-	"region", "endpoint", "ca_file", "retries",
+	"region", "endpoint", "ca_file", "retries", "data_key_source",
 	"access_key_id", "secret_access_key", "session_token",
 	"credentials_file", "profile",
 	NULL
@@ -157,6 +161,14 @@ aws_validate(const char *name, Jsonb *options)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("\"retries\" must be an integer from 0 to 10")));
+	{
+		char	   *src = ColcryptOptionText(options, "data_key_source");
+
+		if (src != NULL && strcmp(src, "local") != 0 && strcmp(src, "kms") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("\"data_key_source\" is \"local\" (the database's generator, the default) or \"kms\" (GenerateDataKey)")));
+	}
 	if (cred_file != NULL || ca_file != NULL)
 	{
 		if (!superuser() && !has_privs_of_role(GetUserId(), ROLE_PG_READ_SERVER_FILES))
@@ -187,7 +199,7 @@ static Jsonb *
 aws_describe(Jsonb *options)
 {
 	static const char *const secret[] = {"secret_access_key", "session_token", NULL};
-	static const char *const defaults[] = {"retries", "2", NULL};
+	static const char *const defaults[] = {"retries", "2", "data_key_source", "local", NULL};
 
 	return ColcryptRedactOptions(options, secret, defaults);
 }
@@ -349,6 +361,11 @@ aws_open(const char *name, Jsonb *options, ColcryptProviderError *err)
 	while (n > 0 && h->endpoint[n - 1] == '/')
 		h->endpoint[--n] = '\0';
 	h->host = ColcryptHttpHostHeader(h->endpoint);
+	{
+		char	   *src = ColcryptOptionText(options, "data_key_source");
+
+		h->kms_data_keys = src != NULL && strcmp(src, "kms") == 0;
+	}
 
 	if (akid != NULL)
 	{
@@ -719,6 +736,50 @@ aws_unwrap(void *handle, const ColcryptWrapContext *ctx,
 	return ok;
 }
 
+/* data_key_source "kms": the data key comes from GenerateDataKey. */
+static bool
+aws_generate(void *handle, const ColcryptWrapContext *ctx,
+			 uint8 *dek, size_t deklen, StringInfo wrapped, char **wrap_meta,
+			 ColcryptProviderError *err)
+{
+	AwsHandle  *h = handle;
+	StringInfoData body;
+	ColcryptHttpResponse resp;
+	bool		ok;
+
+	*wrap_meta = NULL;
+	if (!h->kms_data_keys)
+		return false;			/* declined: err left empty */
+	if (!check_key_ref(ctx->key_ref, err))
+		return false;
+	initStringInfo(&body);
+	appendStringInfoChar(&body, '{');
+	ColcryptJsonAppendKey(&body, true, "KeyId");
+	ColcryptJsonAppendString(&body, ctx->key_ref);
+	appendStringInfo(&body, ",\"NumberOfBytes\":%d", (int) deklen);
+	append_context(&body, "EncryptionContext", ctx);
+	appendStringInfoChar(&body, '}');
+	ok = aws_call(h, "GenerateDataKey", &body, true, &resp, err);
+	pfree(body.data);
+	if (ok)
+	{
+		const char *pt = ColcryptJsonString(&resp.doc, "Plaintext");
+
+		if (pt == NULL || ColcryptBase64Decode(pt, strlen(pt), dek, deklen) != (int) deklen)
+		{
+			ColcryptProviderSetError(err, ERRCODE_PROTOCOL_VIOLATION,
+									 "AWS KMS's GenerateDataKey answer does not hold a data key", NULL);
+			ok = false;
+		}
+	}
+	if (ok)
+		ok = take_blob(&resp, "CiphertextBlob", wrapped, err);
+	if (!ok)
+		cc_wipe(dek, deklen);
+	ColcryptHttpResponseFree(&resp);
+	return ok;
+}
+
 static bool
 aws_ensure_cmk(void *handle, const char *key_ref, bool create, bool *created,
 			   char **actual_ref, ColcryptProviderError *err)
@@ -950,6 +1011,7 @@ const ColcryptProviderOps colcrypt_aws_kms_provider = {
 	.ensure_cmk = aws_ensure_cmk,
 	.rotate_cmk = aws_rotate_cmk,
 	.rewrap = aws_rewrap,
+	.generate = aws_generate,
 	.health = aws_health,
 	.describe = aws_describe,
 };

@@ -314,6 +314,30 @@ ColcryptProviderRewrap(const char *provider, const char *kind, Jsonb *options,
 	return true;
 }
 
+bool
+ColcryptProviderGenerate(const char *provider, const char *kind, Jsonb *options,
+						 const ColcryptWrapContext *ctx, uint8 *dek, size_t deklen,
+						 StringInfo wrapped, char **wrap_meta)
+{
+	const ColcryptProviderOps *ops = ColcryptProviderKind(kind);
+	HandleEntry *e;
+	ColcryptProviderError err = {0};
+
+	*wrap_meta = NULL;
+	if (ops == NULL || ops->generate == NULL)
+		return false;
+	e = get_handle(provider, kind, options);
+	if (!e->ops->generate(e->handle, ctx, dek, deklen, wrapped, wrap_meta, &err))
+	{
+		cc_wipe(dek, deklen);
+		if (err.sqlerrcode == 0)
+			return false;		/* not configured to: the caller generates */
+		raise_failure(provider, e, "generate a data key", &err);
+	}
+	ColcryptKeyCacheCountProviderCall(false);
+	return true;
+}
+
 /*
  * Check a provider without raising: false with err filled (and audited)
  * when opening it or its health check fails.

@@ -1237,6 +1237,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             akid = m.group(1)
 
         def done(status, etype=None, extra="", message=""):
+            """Count, note and log the outcome (before the answer is sent, so
+            that a client that asks /_emu/stats right after sees it)."""
             info["status"] = status
             info["error"] = etype
             if etype:
@@ -1260,6 +1262,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                         done(0, None, " fault=hang, client went away")
                         return
                     time.sleep(0.05)
+                if self.client_gone():
+                    self.close_connection = True
+                    done(0, None, " fault=hang released, but the client had gone")
+                    return
                 log("%s fault=hang released" % (op or target or "-"))
             elif mode == "close":
                 self.close_connection = True
@@ -1276,12 +1282,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 else:
                     etype, msg = ("KMSInternalException",
                                   "The request was rejected because an internal exception occurred.")
-                self.send_error_json(status, etype, msg)
                 done(status, etype, " fault=error")
+                self.send_error_json(status, etype, msg)
                 return
             elif mode == "throttle":
-                self.send_error_json(400, "ThrottlingException", "Rate exceeded")
                 done(400, "ThrottlingException", " fault=throttle")
+                self.send_error_json(400, "ThrottlingException", "Rate exceeded")
                 return
 
         try:
@@ -1299,8 +1305,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             extra = ""
             if e.detail is not None:
                 extra = "\n" + self.describe_mismatch(e.detail)
-            self.send_error_json(400, e.etype, e.message)
             done(400, e.etype, extra, e.message)
+            self.send_error_json(400, e.etype, e.message)
             return
 
         try:
@@ -1317,17 +1323,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                "The request body is empty; send {} at least")
             result = kms.call(op, body_obj, auth["cred"])
         except KmsError as e:
-            self.send_error_json(e.status, e.etype, e.message)
             done(e.status, e.etype, message=e.message)
+            self.send_error_json(e.status, e.etype, e.message)
             return
         except Exception as e:                      # a bug of the emulator
             log("internal error: %r" % (e,))
+            done(500, "KMSInternalException")
             self.send_error_json(500, "KMSInternalException",
                                  "The request was rejected because an internal exception occurred.")
-            done(500, "KMSInternalException")
             return
-        self.send_json(200, result)
         done(200)
+        self.send_json(200, result)
 
     @staticmethod
     def describe_mismatch(detail):

@@ -294,24 +294,35 @@ def test_keys_and_crypto(e):
                                       "DestinationKeyId": kid}), 400, "InvalidCiphertextException",
                  "ReEncrypt with the wrong source context")
 
-    print("-- rotation")
-    old_blob = enc.get("CiphertextBlob")
-    rk = expect_ok(e.call("RotateKeyOnDemand", {"KeyId": "alias/colcrypt-test"}), "RotateKeyOnDemand")
-    check(rk.get("KeyId") == kid, "  answers the key id")
-    lr = expect_ok(e.call("ListKeyRotations", {"KeyId": kid}), "ListKeyRotations")
+    print("-- rotation (of the key made above: the shared test key keeps its rotation quota)")
+    old_blob = r.get("CiphertextBlob")
+    check(((e.call("ListKeyRotations", {"KeyId": kid2})[1] or {}).get("Rotations")) == [],
+          "ListKeyRotations of a new key: none")
+    rk = expect_ok(e.call("RotateKeyOnDemand", {"KeyId": alias2}), "RotateKeyOnDemand")
+    check(rk.get("KeyId") == kid2, "  answers the key id")
+    lr = expect_ok(e.call("ListKeyRotations", {"KeyId": arn2}), "ListKeyRotations")
     rots = lr.get("Rotations", [])
-    check(len(rots) >= 1 and rots[-1].get("RotationType") == "ON_DEMAND" and rots[-1].get("KeyId") == kid
-          and isinstance(rots[-1].get("RotationDate"), (int, float)) and lr.get("Truncated") is False,
+    check(len(rots) == 1 and rots[0].get("RotationType") == "ON_DEMAND" and rots[0].get("KeyId") == kid2
+          and isinstance(rots[0].get("RotationDate"), (int, float)) and lr.get("Truncated") is False,
           "  lists the ON_DEMAND rotation")
-    enc2 = expect_ok(e.call("Encrypt", {"KeyId": kid, "Plaintext": b64(dek), "EncryptionContext": ctx}),
+    enc2 = expect_ok(e.call("Encrypt", {"KeyId": kid2, "Plaintext": b64(dek), "EncryptionContext": ctx2}),
                      "Encrypt after rotation")
+    check(base64.b64decode(enc2.get("CiphertextBlob", "")) != base64.b64decode(old_blob or ""),
+          "  a new blob")
     for label, bl in (("old", old_blob), ("new", enc2.get("CiphertextBlob"))):
-        d = e.call("Decrypt", {"CiphertextBlob": bl, "EncryptionContext": ctx, "KeyId": kid})[1] or {}
+        d = e.call("Decrypt", {"CiphertextBlob": bl, "EncryptionContext": ctx2, "KeyId": kid2})[1] or {}
         check(base64.b64decode(d.get("Plaintext", "")) == dek, "  %s blob still decrypts" % label)
-    n_before = len(rots)
-    expect_ok(e.call("RotateKeyOnDemand", {"KeyId": kid2}), "RotateKeyOnDemand the other key")
-    check(len((e.call("ListKeyRotations", {"KeyId": kid})[1] or {}).get("Rotations", [])) == n_before,
+    lim = expect_ok(e.call("CreateKey", {"Description": "selftest rotation quota"}), "CreateKey for the quota")
+    kid3 = lim.get("KeyMetadata", {}).get("KeyId", "")
+    oks = sum(e.call("RotateKeyOnDemand", {"KeyId": kid3})[0] == 200 for _ in range(25))
+    check(oks == 25, "25 on-demand rotations of one key")
+    expect_error(e.call("RotateKeyOnDemand", {"KeyId": kid3}), 400, "LimitExceededException", "the 26th")
+    check(len((e.call("ListKeyRotations", {"KeyId": kid2})[1] or {}).get("Rotations", [])) == 1,
           "  rotations are per key")
+    p1 = e.call("ListKeyRotations", {"KeyId": kid3, "Limit": 20})[1] or {}
+    p2 = e.call("ListKeyRotations", {"KeyId": kid3, "Limit": 20, "Marker": p1.get("NextMarker", "")})[1] or {}
+    check(len(p1.get("Rotations", [])) == 20 and p1.get("Truncated") is True
+          and len(p2.get("Rotations", [])) == 5 and p2.get("Truncated") is False, "  ListKeyRotations pages")
 
     print("-- key states")
     expect_ok(e.call("DisableKey", {"KeyId": kid2}), "DisableKey")
@@ -505,6 +516,7 @@ def test_faults(e, kid):
         check(False, "hang fault: no answer")
     except (TimeoutError, socket.timeout, urllib.error.URLError, OSError):
         check(time.monotonic() - t >= 0.9, "hang fault: no answer within the client's 1 s timeout")
+    time.sleep(0.3)                       # let the emulator see the client go
     check(e.ctl("health").get("ok") is True, "control endpoint answers while a request hangs")
     e.ctl("fault", {"mode": "none"})
 

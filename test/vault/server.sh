@@ -105,16 +105,23 @@ do_start() {
 	fi
 	local log=$dir/server.log
 	touch "$log"
+	local logstart
+	logstart=$(($(stat -c %s "$log") + 1))
 	# In its own session, so that a terminal's ^C reaches only the caller.
 	$PYTHON "$HERE/vault_emu.py" --new-session --port "$port" "${tls[@]}" \
 		--config "$dir/config.json" --state "$dir/state.json" >> "$log" 2>&1 < /dev/null &
 	pid=$!
 	echo "$pid" > "$dir/server.pid"
-	# The control endpoint answers once the server listens (faults never
-	# apply to it).
+	# Ready when this process has logged that it listens (after bind, so
+	# not another server on a taken port) and its control endpoint (never
+	# faulted) answers.
 	local i code
 	for ((i = 0; i < 100; i++)); do
 		kill -0 "$pid" 2>/dev/null || break
+		if ! tail -c "+$logstart" "$log" | grep -qF "(pid $pid,"; then
+			sleep 0.1
+			continue
+		fi
 		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "${curl_ca[@]}" \
 			"$url/_emu/stats" 2>/dev/null) || true
 		if [ "$code" = 200 ] && kill -0 "$pid" 2>/dev/null; then
