@@ -7,7 +7,8 @@
 \echo
 \echo '################################################################################'
 \echo '# 1. Keys.  A customer master key (CMK) lives in a key provider outside the'
-\echo '#    database: a keyring file for development (with --hsm: a SoftHSM2 token).'
+\echo '#    database: a keyring file for development (with --hsm: a SoftHSM2 token;'
+\echo '#    with --vault it moves into Vault Transit later).'
 \echo '#    A data key (DEK) per table'
 \echo '#    is generated in the database and stored only wrapped by the CMK.'
 \echo '################################################################################'
@@ -206,6 +207,27 @@ SELECT colcrypt.rotate_master_key('main', 'hsm', 'cmk') AS rewrapped_versions;
 SELECT colcrypt.key_cache_evict() AS cached_keys_wiped;
 SELECT pg_relation_filenode('orders') = :filenode AS same_table_file, count(*) AS readable_through_the_hsm
   FROM orders WHERE card LIKE '4111-%';
+\endif
+\if :{?vault}
+-- scripts/demo.sh --vault: move the master key into Vault's Transit engine
+-- (an emulator of its API here).  The Transit key is derived, so each data
+-- key is bound to its identity as the derivation context; rotating the
+-- master key then rotates the Transit key and Vault re-wraps every data key
+-- itself (rewrap): the data keys never travel.
+\set vault_url 'https://127.0.0.1:' :vault_port
+\set vault_ca :vault '/certs/ca.crt'
+SELECT colcrypt.add_provider('vault', 'vault', jsonb_build_object('url', :'vault_url', 'token', 'root-token', 'ca_file', :'vault_ca'));
+SELECT name, kind, options - 'url' - 'ca_file' AS options FROM colcrypt.providers WHERE name = 'vault';
+SELECT ok, regexp_replace(detail, '127.0.0.1:[0-9]+', '127.0.0.1:<port>') AS detail FROM colcrypt.check_provider('vault');
+SET client_min_messages = warning;
+SELECT colcrypt.add_master_key('vault_staging', 'vault', 'colcrypt-demo', create_cmk => true);
+SELECT colcrypt.drop_master_key('vault_staging');
+RESET client_min_messages;
+SELECT colcrypt.rotate_master_key('main', 'vault', 'colcrypt-demo') AS rewrapped_versions;
+SELECT colcrypt.rotate_master_key('main') AS rewrapped_by_vault;
+SELECT name, version, state, cmk_version FROM colcrypt.keys ORDER BY name, version;
+SELECT colcrypt.key_cache_evict() AS cached_keys_wiped;
+SELECT count(*) AS readable_through_vault FROM orders WHERE card LIKE '4111-%';
 \endif
 
 \echo

@@ -6,14 +6,17 @@
 #
 #   scripts/demo.sh          the CMK in a keyring file (development)
 #   scripts/demo.sh --hsm    the CMK inside a SoftHSM2 token (PKCS#11)
+#   scripts/demo.sh --vault  and then moved into (an emulator of) Vault's Transit engine
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_root "$@"
 
 HSM=0
+VAULT=0
 for arg in "$@"; do
     case $arg in
         --hsm) HSM=1 ;;
-        *) die "unknown option $arg (use --hsm for a SoftHSM2 token)" ;;
+        --vault) VAULT=1 ;;
+        *) die "unknown option $arg (use --hsm for a SoftHSM2 token, --vault for Vault Transit)" ;;
     esac
 done
 
@@ -28,6 +31,8 @@ PORT=$(free_port)
 
 cleanup() {
     as_postgres pg_ctl -D "$PGDATA" -m fast stop >/dev/null 2>&1 || true
+    [ $VAULT = 1 ] && as_postgres "$ROOT/test/vault/server.sh" stop "$DIR/vault" >/dev/null 2>&1
+
     rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -47,6 +52,12 @@ if [ $HSM = 1 ]; then
     # The server (and every backend) finds the token through this variable.
     export SOFTHSM2_CONF="$DIR/hsm/softhsm2.conf"
     PSQL_VARS+=(-v hsm="$DIR/hsm")
+fi
+if [ $VAULT = 1 ]; then
+    say "Starting the Vault emulator (test/vault/vault_emu.py: the Transit API over TLS)"
+    VAULT_PORT=$(free_port)
+    as_postgres "$ROOT/test/vault/server.sh" start "$DIR/vault" "$VAULT_PORT" >/dev/null
+    PSQL_VARS+=(-v vault="$DIR/vault" -v vault_port="$VAULT_PORT")
 fi
 as_postgres pg_ctl -D "$PGDATA" -l "$DIR/server.log" -w start >/dev/null
 

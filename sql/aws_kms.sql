@@ -86,6 +86,7 @@ DROP TABLE a_t3;
 -- data key at KMS; and moving to another KMS key, also by ReEncrypt.
 SELECT colcrypt.rotate_master_key('a_cmk') AS rewrapped;
 SELECT colcrypt.rotate_master_key('a_new', NULL, 'alias/colcrypt-test') AS rewrapped;
+SELECT colcrypt.audit_flush() IS NOT NULL AS flushed;
 SELECT action, object_name, aport(left(detail, 100)) AS detail FROM colcrypt.audit_log
  WHERE action IN ('rewrap', 'rotate') AND object_name IN ('a_t', 'a_t2', 'a_cmk', 'a_new') ORDER BY id;
 SELECT colcrypt.key_cache_evict() > 0 AS evicted;
@@ -133,6 +134,7 @@ SELECT colcrypt.key_cache_evict() > 0 AS evicted;
 SELECT s FROM a_gen;
 DROP TABLE a_gen;
 
+SELECT colcrypt.audit_flush() IS NOT NULL AS flushed;
 SELECT object_name, substring(detail from 'SQLSTATE [0-9A-Z]{5}') AS sqlstate
   FROM colcrypt.audit_log WHERE action = 'kms_failure' AND object_name LIKE 'a\_%' ORDER BY id;
 

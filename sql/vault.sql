@@ -107,6 +107,7 @@ SELECT k.name, v.wrap_meta, k2.cmk_version
   FROM colcrypt.data_key_version v JOIN colcrypt.data_key k USING (key_id)
   JOIN colcrypt.keys k2 ON k2.key_id = k.key_id AND k2.version = v.version
  WHERE k.name IN ('v_t', 'v_t2') ORDER BY 1;
+SELECT colcrypt.audit_flush() IS NOT NULL AS flushed;
 SELECT action, object_name, left(detail, 90) AS detail FROM colcrypt.audit_log
  WHERE action IN ('rewrap', 'rotate') AND object_name IN ('v_t', 'v_t2', 'v_cmk', 'v_pre') ORDER BY id;
 SELECT colcrypt.key_cache_evict() > 0 AS evicted;
@@ -167,6 +168,7 @@ COPY (SELECT 'root-token') TO PROGRAM :'tokwrite';
 SELECT ok FROM colcrypt.check_provider('v_tf');
 
 -- Failures are audited with their SQLSTATE.
+SELECT colcrypt.audit_flush() IS NOT NULL AS flushed;
 SELECT object_name, substring(detail from 'SQLSTATE [0-9A-Z]{5}') AS sqlstate
   FROM colcrypt.audit_log WHERE action = 'kms_failure' AND object_name LIKE 'v\_%' ORDER BY id;
 

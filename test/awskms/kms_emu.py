@@ -27,6 +27,13 @@ Control endpoints (no signature; never faulted): any method on /_emu/...
     GET  /_emu/last-request            what the last API request carried (names only)
     GET  /_emu/keys                    keys and aliases, without key material
 
+Config (JSON): "account", "region", "credentials" [{"access_key_id",
+"secret_access_key", "session_token" (null for long-term keys), "expires"
+(unix time, optional), "deny" (operations refused with AccessDenied),
+"user" (the IAM user name in that message; default the key id)}], "keys"
+[{"alias", "description", "key_id"}] (made at start if absent from the
+state), "on_demand_rotation_limit" (25, KMS's quota per key).
+
 Keys live in the state file (JSON, written atomically after each change);
 it holds the AES key material, so it is created mode 0600.  The log (stderr)
 has one line per request: never a secret key, session token, plaintext or
@@ -1157,7 +1164,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             if not isinstance(spec, dict):
                 raise ValueError("the body must be a JSON object")
             if what == "health":
-                out = {"ok": True, "region": srv.kms.region, "account": srv.kms.account}
+                out = {"ok": True, "pid": os.getpid(), "region": srv.kms.region, "account": srv.kms.account}
             elif what == "fault":
                 out = ctl.set_fault(spec) if self.command == "POST" else dict(ctl.fault)
             elif what == "stats":

@@ -82,14 +82,15 @@ server_pid() {
 	echo "$pid"
 }
 
-# Does the emulator answer GET /_emu/health on <port>?
+# Does our emulator (process <pid>, not some other server on that port)
+# answer GET /_emu/health on <port>?
 answers() {
-	local dir=$1 port=$2 scheme=$3
-	$PYTHON - "$scheme://127.0.0.1:$port/_emu/health" "$dir/certs/ca.crt" <<'EOF' 2>/dev/null
+	local dir=$1 port=$2 scheme=$3 pid=$4
+	$PYTHON - "$scheme://127.0.0.1:$port/_emu/health" "$dir/certs/ca.crt" "$pid" <<'EOF' 2>/dev/null
 import json, ssl, sys, urllib.request
 ctx = ssl.create_default_context(cafile=sys.argv[2]) if sys.argv[1].startswith("https") else None
 with urllib.request.urlopen(sys.argv[1], timeout=2, context=ctx) as r:
-    sys.exit(0 if json.load(r).get("ok") else 1)
+    sys.exit(0 if json.load(r).get("pid") == int(sys.argv[3]) else 1)
 EOF
 }
 
@@ -116,7 +117,7 @@ do_start() {
 	echo "$pid" > "$dir/server.pid"
 	local i
 	for ((i = 0; i < 100; i++)); do
-		if answers "$dir" "$port" "$scheme"; then
+		if answers "$dir" "$port" "$scheme" "$pid"; then
 			return 0
 		fi
 		kill -0 "$pid" 2>/dev/null || break
