@@ -367,9 +367,10 @@ CREATE VIEW colcrypt.keys AS
     SELECT k.name, v.version, v.state, v.master_key, k.owner,
            v.created_at, v.activated_at, v.deactivated_at, v.compromised_at, v.destroyed_at,
            v.shredded_at, k.key_id,
-           substring(v.wrap_meta from 'cmk_version=([0-9]+)')::integer AS cmk_version
+           CASE WHEN v.wrapped_key IS NOT NULL
+                THEN substring(v.wrap_meta from 'cmk_version=([0-9]+)')::integer END AS cmk_version
       FROM colcrypt.data_key k JOIN colcrypt.data_key_version v USING (key_id);
-COMMENT ON COLUMN colcrypt.keys.cmk_version IS 'The version of the master key (CMK) that wraps this data key version, where the provider versions keys (file, vault)';
+COMMENT ON COLUMN colcrypt.keys.cmk_version IS 'The version of the master key (CMK) that wraps this data key version, where the provider versions keys (file, vault); NULL once destroyed';
 
 CREATE VIEW colcrypt.key_grants AS
     SELECT k.name, g.grantee, g.privilege, g.granted_by, g.granted_at
