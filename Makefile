@@ -36,7 +36,7 @@ REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_regress \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
 
-EXTRA_CLEAN = tmp_regress tmp_providers test/test_crypto test/test_envelope test/test_ttlv test/test_sigv4 test/p11shim.so test/proto_client \
+EXTRA_CLEAN = tmp_regress tmp_providers test/test_crypto test/test_envelope test/test_ttlv test/test_sigv4 test/sigv4_verify.log test/p11shim.so test/proto_client \
 	results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
@@ -79,6 +79,10 @@ unittest: test/test_crypto test/test_envelope test/test_ttlv test/test_sigv4
 	test/test_envelope
 	test/test_ttlv
 	test/test_sigv4 $(SIGV4_SUITE)
+	@# The AWS KMS emulator's own SigV4 verifier (which checks every request
+	@# the aws-kms provider sends in the tests) against the same suite.
+	/usr/bin/python3 test/awskms/kms_emu.py --verify-suite $(SIGV4_SUITE) > test/sigv4_verify.log || { cat test/sigv4_verify.log; exit 1; }
+	tail -n 1 test/sigv4_verify.log
 
 # Programs the TAP tests run.
 test-programs: test/proto_client test/p11shim.so

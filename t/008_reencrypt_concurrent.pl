@@ -186,7 +186,7 @@ is($node->safe_psql('postgres', sprintf($check, 'acct')), $enc, 'all data readab
 # --- Under a read load: plaintext identical before and after ------------
 $node->safe_psql('postgres', q{SELECT colcrypt.rotate_key('acct')});
 my $before = $node->safe_psql('postgres', sprintf($check, 'acct'));
-$pg = start_pgbench(5, 'read.sql');
+$pg = start_pgbench(12, 'read.sql');
 ($notices) = reencrypt_watched(1000);
 cmp_ok(pgbench_running(), '>=', $clients, 'the read load was still running when reencrypt finished');
 finish_pgbench($pg, 'read load');

@@ -240,6 +240,9 @@ ColcryptJsonParse(const char *text, size_t len, ColcryptJsonDoc *doc, const char
 #endif
 	rc = pg_parse_json(lex, &sem);
 	ColcryptWipeFree(copy, len);
+	/* The lexer's de-escaping buffer held the last string: a data key, maybe. */
+	if (lex->strval != NULL && lex->strval->data != NULL)
+		cc_wipe(lex->strval->data, lex->strval->maxlen);
 	pfree(st.path.data);
 	if (rc != JSON_SUCCESS)
 	{
