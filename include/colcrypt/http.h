@@ -145,6 +145,9 @@ extern void ColcryptHttpCheckUrl(const char *kind, const char *option, const cha
 /* The Host header for url (host, or host:port when the URL names a port); NULL if invalid. */
 extern char *ColcryptHttpHostHeader(const char *url);
 
+/* The "retries" option (0 to 10, default 2); validate: error if bad. */
+extern int	ColcryptHttpRetries(Jsonb *options, bool validate);
+
 /* Wipe and free a palloc'd string (a token, a request body). */
 extern void ColcryptWipeFree(char *s, size_t len);
 

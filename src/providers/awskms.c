@@ -110,19 +110,6 @@ valid_region(const char *r)
 	return true;
 }
 
-static int
-retries_option(Jsonb *options)
-{
-	char	   *r = ColcryptOptionText(options, "retries");
-	char	   *end;
-	long		v;
-
-	if (r == NULL)
-		return 2;
-	v = strtol(r, &end, 10);
-	return (*end == '\0' && end != r && v >= 0 && v <= 10) ? (int) v : -1;
-}
-
 static void
 aws_validate(const char *name, Jsonb *options)
 {
@@ -157,10 +144,7 @@ aws_validate(const char *name, Jsonb *options)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("give keys in options or \"credentials_file\", not both")));
-	if (retries_option(options) < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"retries\" must be an integer from 0 to 10")));
+	(void) ColcryptHttpRetries(options, true);
 	{
 		char	   *src = ColcryptOptionText(options, "data_key_source");
 
@@ -405,7 +389,7 @@ aws_open(const char *name, Jsonb *options, ColcryptProviderError *err)
 		return NULL;
 	}
 	h->http = ColcryptHttpCreate(psprintf("AWS KMS at %s", h->endpoint), ca_file,
-								 Max(retries_option(options), 0), err);
+								 ColcryptHttpRetries(options, false), err);
 	if (h->http == NULL)
 	{
 		pfree(h);
@@ -629,6 +613,16 @@ check_key_ref(const char *key_ref, ColcryptProviderError *err)
 	return ok;
 }
 
+static bool
+check_blob(size_t wrappedlen, ColcryptProviderError *err)
+{
+	if (wrappedlen > 0 && wrappedlen <= AWS_MAX_BLOB)
+		return true;
+	ColcryptProviderSetError(err, ERRCODE_DATA_CORRUPTED,
+							 "the wrapped data key is not an AWS KMS ciphertext blob", NULL);
+	return false;
+}
+
 /* Take a base64 blob field of an answer into out. */
 static bool
 take_blob(const ColcryptHttpResponse *resp, const char *field, StringInfo out,
@@ -703,14 +697,8 @@ aws_unwrap(void *handle, const ColcryptWrapContext *ctx,
 	ColcryptHttpResponse resp;
 	bool		ok;
 
-	if (!check_key_ref(ctx->key_ref, err))
+	if (!check_key_ref(ctx->key_ref, err) || !check_blob(wrappedlen, err))
 		return false;
-	if (wrappedlen == 0 || wrappedlen > AWS_MAX_BLOB)
-	{
-		ColcryptProviderSetError(err, ERRCODE_DATA_CORRUPTED,
-								 "the wrapped data key is not an AWS KMS ciphertext blob", NULL);
-		return false;
-	}
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
 	append_blob(&body, true, "CiphertextBlob", wrapped, wrappedlen);
@@ -945,14 +933,9 @@ aws_rewrap(void *handle, const ColcryptWrapContext *from,
 	ColcryptHttpResponse resp;
 	bool		ok;
 
-	if (!check_key_ref(from->key_ref, err) || !check_key_ref(to->key_ref, err))
+	if (!check_key_ref(from->key_ref, err) || !check_key_ref(to->key_ref, err) ||
+		!check_blob(wrappedlen, err))
 		return false;
-	if (wrappedlen == 0 || wrappedlen > AWS_MAX_BLOB)
-	{
-		ColcryptProviderSetError(err, ERRCODE_DATA_CORRUPTED,
-								 "the wrapped data key is not an AWS KMS ciphertext blob", NULL);
-		return false;
-	}
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
 	append_blob(&body, true, "CiphertextBlob", wrapped, wrappedlen);

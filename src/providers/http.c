@@ -518,3 +518,26 @@ ColcryptHttpHostHeader(const char *url)
 	curl_url_cleanup(u);
 	return result;
 }
+
+/*
+ * The "retries" option of an HTTP provider: 0 to 10, default 2.  With
+ * validate, a bad value is an error; otherwise it counts as the default.
+ */
+int
+ColcryptHttpRetries(Jsonb *options, bool validate)
+{
+	char	   *r = ColcryptOptionText(options, "retries");
+	char	   *end;
+	long		v;
+
+	if (r == NULL)
+		return 2;
+	v = strtol(r, &end, 10);
+	if (*end == '\0' && end != r && v >= 0 && v <= 10)
+		return (int) v;
+	if (validate)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("\"retries\" must be an integer from 0 to 10")));
+	return 2;
+}

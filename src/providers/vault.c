@@ -142,19 +142,6 @@ valid_key_name(const char *s)
 	return true;
 }
 
-static int
-retries_option(Jsonb *options)
-{
-	char	   *r = ColcryptOptionText(options, "retries");
-	char	   *end;
-	long		v;
-
-	if (r == NULL)
-		return 2;
-	v = strtol(r, &end, 10);
-	return (*end == '\0' && end != r && v >= 0 && v <= 10) ? (int) v : -1;
-}
-
 static void
 vault_validate(const char *name, Jsonb *options)
 {
@@ -201,10 +188,7 @@ vault_validate(const char *name, Jsonb *options)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid \"namespace\" \"%s\"", ns)));
-	if (retries_option(options) < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("\"retries\" must be an integer from 0 to 10")));
+	(void) ColcryptHttpRetries(options, true);
 
 	/* File options: read on the server, so only for who may read server files. */
 	if (token_file != NULL || secret_id_file != NULL || ca_file != NULL)
@@ -290,7 +274,7 @@ vault_open(const char *name, Jsonb *options, ColcryptProviderError *err)
 		ColcryptWipeFree(token, strlen(token));
 	}
 	h->http = ColcryptHttpCreate(psprintf("Vault at %s", h->url), ca_file,
-								 Max(retries_option(options), 0), err);
+								 ColcryptHttpRetries(options, false), err);
 	if (h->http == NULL)
 	{
 		pfree(h);
