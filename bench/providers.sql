@@ -9,7 +9,12 @@ SELECT colcrypt.add_provider('pkcs11-gcm', 'pkcs11', jsonb_build_object('module'
 SELECT colcrypt.add_provider('pkcs11-kwp', 'pkcs11', jsonb_build_object('module', '/usr/lib/softhsm/libsofthsm2.so', 'token_label', 'colcrypt', 'pin_file', :'dir' || '/hsm/pin', 'mechanism', 'aes-key-wrap-pad'));
 SELECT colcrypt.add_provider('kmip-encrypt', 'kmip', jsonb_build_object('host', '127.0.0.1', 'port', :'kmip_port', 'ca_file', :'dir' || '/kmip/certs/ca.crt', 'cert_file', :'dir' || '/kmip/certs/client.crt', 'key_file', :'dir' || '/kmip/certs/client.key'));
 SELECT colcrypt.add_provider('kmip-get', 'kmip', jsonb_build_object('host', '127.0.0.1', 'port', :'kmip_port', 'ca_file', :'dir' || '/kmip/certs/ca.crt', 'cert_file', :'dir' || '/kmip/certs/client.crt', 'key_file', :'dir' || '/kmip/certs/client.key', 'mode', 'get'));
+SELECT colcrypt.add_provider('vault', 'vault', jsonb_build_object('url', 'https://127.0.0.1:' || :'vault_port', 'token', 'root-token', 'ca_file', :'dir' || '/vault/certs/ca.crt'));
+SELECT colcrypt.add_provider('aws-kms', 'aws-kms', jsonb_build_object('region', 'us-east-1', 'endpoint', 'https://127.0.0.1:' || :'aws_port',
+    'access_key_id', 'AKIDCOLCRYPTTEST', 'secret_access_key', 'colcrypt/test/secret/key/0123456789abcdef', 'ca_file', :'dir' || '/awskms/certs/ca.crt'));
 SELECT colcrypt.add_master_key('file', 'file', 'bench');
+SELECT colcrypt.add_master_key('vault', 'vault', 'bench', create_cmk => true);
+SELECT colcrypt.add_master_key('aws-kms', 'aws-kms', 'alias/colcrypt-test');
 SELECT colcrypt.add_master_key('pkcs11-gcm', 'pkcs11-gcm', 'cmk');
 SELECT colcrypt.add_master_key('pkcs11-kwp', 'pkcs11-kwp', 'cmk');
 SELECT colcrypt.add_master_key('kmip-encrypt', 'kmip-encrypt', 'bench', create_cmk => true);
@@ -47,6 +52,8 @@ SELECT measure('pkcs11-gcm') \g /dev/null
 SELECT measure('pkcs11-kwp') \g /dev/null
 SELECT measure('kmip-encrypt') \g /dev/null
 SELECT measure('kmip-get') \g /dev/null
+SELECT measure('vault') \g /dev/null
+SELECT measure('aws-kms') \g /dev/null
 SELECT measure('file') \g /dev/null
 -- The same loop with every key cached: the cache hit path (plus the loop's own SQL).
 SELECT touch_all() \g /dev/null
