@@ -13,7 +13,7 @@ EXTVERSION = 1.0
 MODULE_big = colcrypt
 DATA_built = colcrypt--$(EXTVERSION).sql
 
-CRYPTO_SRCS = src/crypto/aead.c src/crypto/primitives.c src/crypto/envelope.c
+CRYPTO_SRCS = src/crypto/aead.c src/crypto/gcm_batch.c src/crypto/primitives.c src/crypto/envelope.c
 SRCS = src/colcrypt.c \
 	$(CRYPTO_SRCS) \
 	src/keys/keycache.c src/keys/catalog.c src/keys/keyaccess.c \
@@ -36,7 +36,7 @@ REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_regress \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
 
-EXTRA_CLEAN = tmp_regress tmp_providers test/test_crypto test/test_envelope test/test_ttlv test/test_sigv4 test/sigv4_verify.log test/p11shim.so test/proto_client \
+EXTRA_CLEAN = tmp_regress tmp_providers test/test_crypto test/test_envelope test/test_ttlv test/test_sigv4 test/sigv4_verify.log bench/gcm_micro test/p11shim.so test/proto_client \
 	results regression.diffs regression.out
 
 PG_CONFIG ?= pg_config
@@ -72,6 +72,13 @@ test/test_ttlv: test/test_ttlv.c src/providers/ttlv.c include/colcrypt/ttlv.h
 test/test_sigv4: test/test_sigv4.c src/providers/sigv4.c include/colcrypt/sigv4.h
 	$(CC) $(UNIT_CFLAGS) -fsanitize=address,undefined -fno-sanitize-recover=all \
 		-o $@ test/test_sigv4.c src/providers/sigv4.c -lcrypto
+
+.PHONY: bench-gcm
+# The batch GCM core against the EVP path, ns per value (not part of the tests).
+bench/gcm_micro: bench/gcm_micro.c $(CRYPTO_SRCS) include/colcrypt/crypto.h
+	$(CC) $(UNIT_CFLAGS) -o $@ bench/gcm_micro.c $(CRYPTO_SRCS) -lcrypto
+bench-gcm: bench/gcm_micro
+	bench/gcm_micro
 
 .PHONY: unittest test-programs
 unittest: test/test_crypto test/test_envelope test/test_ttlv test/test_sigv4

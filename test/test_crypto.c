@@ -240,6 +240,243 @@ test_gcm_datapath(const char *dir)
 	json_object_put(root);
 }
 
+/*
+ * The batched GCM core (cc_gcm_batch_*) on every Wycheproof case of the data
+ * path's sizes: the same answers as the vectors, both directions.
+ */
+static void
+test_gcm_batch_wycheproof(const char *dir)
+{
+	json_object *root;
+	Counts		c = {0};
+
+	if (!cc_gcm_batch_available())
+	{
+		printf("%-46s skipped: no PCLMULQDQ on this CPU\n", "AES-GCM batch core (256/96/128)");
+		return;
+	}
+	root = load(dir, "aes_gcm_test.json");
+	FOREACH_CASE(root, g, tc)
+	{
+		GcmCase		v;
+
+		gcm_case_load(tc, &v);
+		if (v.klen == CC_AES256_KEY_LEN && v.ivlen == CC_GCM_NONCE_LEN &&
+			v.taglen == CC_TAG_LEN)
+		{
+			cc_gcm_batch_key *k = cc_gcm_batch_key_new(v.key);
+			uint8_t    *out = malloc(v.ctlen + 1);
+			uint8_t		tagout[CC_TAG_LEN];
+			cc_aead_item it = {v.iv, v.aad, v.aadlen, v.ct, v.ctlen, out, v.tag, CC_OK};
+			bool		opened;
+			bool		matches;
+
+			cc_gcm_batch_open(k, &it, 1);
+			opened = (it.status == CC_OK);
+			matches = opened && v.ctlen == v.msglen && memcmp(out, v.msg, v.msglen) == 0;
+			if (strcmp(v.result, "valid") == 0)
+			{
+				cc_aead_item s = {v.iv, v.aad, v.aadlen, v.msg, v.msglen, out, tagout, CC_OK};
+
+				cc_gcm_batch_seal(k, &s, 1);
+				matches = matches && s.status == CC_OK &&
+					memcmp(out, v.ct, v.ctlen) == 0 &&
+					memcmp(tagout, v.tag, CC_TAG_LEN) == 0;
+			}
+			record(&c, "aes_gcm_test.json", tc, v.result, opened, matches);
+			cc_gcm_batch_key_free(k);
+			free(out);
+		}
+		else
+			c.skipped++;
+		gcm_case_free(&v);
+	}
+	report("AES-GCM batch core (256/96/128)", &c);
+	json_object_put(root);
+}
+
+/* xorshift64*: reproducible test data. */
+static uint64_t rng_state = 0x9E3779B97F4A7C15ULL;
+
+static uint64_t
+rng(void)
+{
+	rng_state ^= rng_state >> 12;
+	rng_state ^= rng_state << 25;
+	rng_state ^= rng_state >> 27;
+	return rng_state * 0x2545F4914F6CDD1DULL;
+}
+
+static void
+rng_fill(uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t) (rng() >> 32);
+}
+
+/*
+ * The batch core against OpenSSL's EVP AES-256-GCM on random values: random
+ * lengths (mostly short, up to 1,100 bytes), associated data, nonces, buffer
+ * alignments and batch sizes, in place and not.  Sealing must give the same
+ * ciphertext and tag as EVP; opening must give the plaintext back; one
+ * flipped bit in the ciphertext, tag or associated data must be refused by
+ * both, with the output left untouched.
+ */
+#define RANDOM_VALUES 1000000
+#define MAX_BATCH 64
+#define MAX_LEN 1100
+
+static void
+test_gcm_batch_random(void)
+{
+	Counts		c = {0};
+	size_t		done = 0;
+	int			tampered = 0;
+	uint8_t		key[CC_AES256_KEY_LEN];
+	cc_gcm_key *ek = NULL;
+	cc_gcm_batch_key *bk = NULL;
+	/* Per item: nonce, aad, plaintext, EVP and batch outputs, with slack for alignment. */
+	static uint8_t nonce[MAX_BATCH][CC_GCM_NONCE_LEN + 16];
+	static uint8_t aad[MAX_BATCH][64 + 16];
+	static uint8_t pt[MAX_BATCH][MAX_LEN + 16];
+	static uint8_t ct_evp[MAX_BATCH][MAX_LEN + 16];
+	static uint8_t ct_bat[MAX_BATCH][MAX_LEN + 16];
+	static uint8_t back[MAX_BATCH][MAX_LEN + 16];
+	static uint8_t tag_evp[MAX_BATCH][CC_TAG_LEN];
+	static uint8_t tag_bat[MAX_BATCH][CC_TAG_LEN];
+	cc_aead_item ie[MAX_BATCH];
+	cc_aead_item ib[MAX_BATCH];
+
+	if (!cc_gcm_batch_available())
+	{
+		printf("%-46s skipped: no PCLMULQDQ on this CPU\n", "AES-GCM batch core = EVP, random values");
+		return;
+	}
+	for (int round = 0; done < RANDOM_VALUES; round++)
+	{
+		size_t		n = 1 + rng() % MAX_BATCH;
+
+		if (round % 500 == 0)
+		{
+			cc_gcm_key_free(ek);
+			cc_gcm_batch_key_free(bk);
+			rng_fill(key, sizeof(key));
+			ek = cc_gcm_key_new(key);
+			bk = cc_gcm_batch_key_new(key);
+		}
+		for (size_t i = 0; i < n; i++)
+		{
+			size_t		r = rng() % 100;
+			size_t		len = r < 60 ? rng() % 48 : r < 90 ? rng() % 260 : rng() % MAX_LEN;
+			size_t		alen = rng() % 3 == 0 ? 0 : rng() % 64;
+			size_t		o1 = rng() % 16,
+						o2 = rng() % 16,
+						o3 = rng() % 16,
+						o4 = rng() % 16;
+			uint8_t    *np = nonce[i] + o4;
+
+			rng_fill(np, CC_GCM_NONCE_LEN);
+			rng_fill(aad[i] + o3, alen);
+			rng_fill(pt[i] + o1, len);
+			ie[i] = (cc_aead_item) {np, alen ? aad[i] + o3 : NULL, alen, pt[i] + o1, len,
+				ct_evp[i] + o2, tag_evp[i], CC_OK};
+			ib[i] = ie[i];
+			ib[i].out = ct_bat[i] + o2;
+			ib[i].tag = tag_bat[i];
+		}
+		if (cc_gcm_seal_batch(ek, ie, n) != 0 || cc_gcm_batch_seal(bk, ib, n) != 0)
+		{
+			c.failed++;
+			fprintf(stderr, "FAIL random round %d: a seal failed\n", round);
+			continue;
+		}
+		for (size_t i = 0; i < n; i++)
+		{
+			if (memcmp(ie[i].out, ib[i].out, ie[i].inlen) != 0 ||
+				memcmp(ie[i].tag, ib[i].tag, CC_TAG_LEN) != 0)
+			{
+				c.failed++;
+				fprintf(stderr, "FAIL random round %d item %zu (len %zu, aad %zu): batch seal differs from EVP\n",
+						round, i, ie[i].inlen, ie[i].aadlen);
+			}
+			else
+				c.valid_ok++;
+		}
+
+		/* Open the EVP output with the batch core, in place for odd rounds. */
+		for (size_t i = 0; i < n; i++)
+		{
+			ib[i].in = ie[i].out;
+			ib[i].tag = ie[i].tag;
+			if (round % 2)
+			{
+				memcpy(ib[i].out, ie[i].out, ie[i].inlen);
+				ib[i].in = ib[i].out;
+			}
+			else
+				ib[i].out = back[i] + (rng() % 16);
+		}
+		cc_gcm_batch_open(bk, ib, n);
+		for (size_t i = 0; i < n; i++)
+		{
+			if (ib[i].status != CC_OK || memcmp(ib[i].out, ie[i].in, ie[i].inlen) != 0)
+			{
+				c.failed++;
+				fprintf(stderr, "FAIL random round %d item %zu: batch open of EVP output\n", round, i);
+			}
+		}
+
+		/* One bit flipped in one item: both refuse it, the others open. */
+		{
+			size_t		t = rng() % n;
+			size_t		where = rng() % 3;
+			uint8_t		before[MAX_LEN];
+			cc_aead_item e2;
+
+			for (size_t i = 0; i < n; i++)
+			{
+				ib[i].in = ie[i].out;
+				ib[i].tag = ie[i].tag;
+				ib[i].out = back[i];
+			}
+			if (where == 0 && ie[t].inlen > 0)
+				ie[t].out[rng() % ie[t].inlen] ^= (uint8_t) (1 << (rng() % 8));
+			else if (where == 1 && ie[t].aadlen > 0)
+				((uint8_t *) ie[t].aad)[rng() % ie[t].aadlen] ^= (uint8_t) (1 << (rng() % 8));
+			else
+				ie[t].tag[rng() % CC_TAG_LEN] ^= (uint8_t) (1 << (rng() % 8));
+			memset(back[t], 0xA5, sizeof(back[t]));
+			memcpy(before, back[t], ie[t].inlen);
+			cc_gcm_batch_open(bk, ib, n);
+			e2 = ie[t];
+			e2.in = ie[t].out;
+			e2.out = ct_bat[t];
+			cc_gcm_open_batch(ek, &e2, 1);
+			for (size_t i = 0; i < n; i++)
+			{
+				bool		should_fail = (i == t);
+
+				if ((ib[i].status == CC_OK) == should_fail ||
+					(should_fail && (ib[i].status != CC_ERR_AUTH || e2.status != CC_ERR_AUTH ||
+									 memcmp(back[t], before, ie[t].inlen) != 0)))
+				{
+					c.failed++;
+					fprintf(stderr, "FAIL random round %d item %zu: tamper check (status %d, EVP %d)\n",
+							round, i, ib[i].status, e2.status);
+				}
+			}
+			tampered++;
+		}
+		done += n;
+	}
+	cc_gcm_key_free(ek);
+	cc_gcm_batch_key_free(bk);
+	printf("%-46s %zu values (%d tampered batches): %d equal to EVP, %d FAILED\n",
+		   "AES-GCM batch core = EVP, random values", done, tampered, c.valid_ok, c.failed);
+	if (c.failed > 0)
+		total_failures++;
+}
+
 /* AES-GCM, every case of the file, through the any-size API. */
 static void
 test_gcm_any(const char *dir)
@@ -531,6 +768,8 @@ main(int argc, char **argv)
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	test_gcm_datapath(dir);
+	test_gcm_batch_wycheproof(dir);
+	test_gcm_batch_random();
 	test_gcm_any(dir);
 	test_siv(dir, 512, "AES-SIV, 512-bit keys (the column key size)");
 	test_siv(dir, 0, "AES-SIV, all key sizes");

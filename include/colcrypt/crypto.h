@@ -21,6 +21,7 @@
 #define COLCRYPT_CRYPTO_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define CC_AES256_KEY_LEN	32	/* AES-256 key */
@@ -103,6 +104,26 @@ extern void cc_gcm_key_free(cc_gcm_key *k);
 /* Both return the number of items that failed (0 when all succeeded). */
 extern size_t cc_gcm_seal_batch(cc_gcm_key *k, cc_aead_item *items, size_t n);
 extern size_t cc_gcm_open_batch(cc_gcm_key *k, cc_aead_item *items, size_t n);
+
+/*
+ * AES-256-GCM (96-bit nonce, 128-bit tag) for a batch of values at once:
+ * one AES call makes the keystream of the whole batch and GHASH runs with
+ * carry-less multiply.  Bit for bit the same as the EVP path above.  Only
+ * where the CPU has PCLMULQDQ: cc_gcm_batch_available() says so, and
+ * cc_gcm_batch_key_new() returns NULL otherwise (use the EVP path).  It pays
+ * for short values (measured ~4x the EVP path at 8-32 bytes, 1.6x at 128);
+ * GHASH here reduces after every block, so EVP's stitched AES-GCM is faster
+ * from a few hundred bytes on (`make bench-gcm`).
+ */
+typedef struct cc_gcm_batch_key cc_gcm_batch_key;
+
+extern bool cc_gcm_batch_available(void);
+extern cc_gcm_batch_key *cc_gcm_batch_key_new(const uint8_t key[CC_AES256_KEY_LEN]);
+extern void cc_gcm_batch_key_free(cc_gcm_batch_key *k);
+
+/* Both return the number of items that failed; status is set per item. */
+extern size_t cc_gcm_batch_seal(cc_gcm_batch_key *k, cc_aead_item *items, size_t n);
+extern size_t cc_gcm_batch_open(cc_gcm_batch_key *k, cc_aead_item *items, size_t n);
 
 /*
  * AES-GCM with any key, nonce and tag size OpenSSL accepts, one call each:
