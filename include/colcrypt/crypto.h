@@ -101,6 +101,9 @@ typedef struct cc_gcm_key cc_gcm_key;
 extern cc_gcm_key *cc_gcm_key_new(const uint8_t key[CC_AES256_KEY_LEN]);
 extern void cc_gcm_key_free(cc_gcm_key *k);
 
+/* Never use the batch core with this key (tests of the EVP path). */
+extern void cc_gcm_key_use_evp_only(cc_gcm_key *k);
+
 /* Both return the number of items that failed (0 when all succeeded). */
 extern size_t cc_gcm_seal_batch(cc_gcm_key *k, cc_aead_item *items, size_t n);
 extern size_t cc_gcm_open_batch(cc_gcm_key *k, cc_aead_item *items, size_t n);

@@ -5,7 +5,9 @@
  *
  * This is the only file that drives EVP ciphers for column data.  A key
  * handle holds contexts whose key schedule was computed once; each value
- * then only sets its nonce (GCM) or its counter block (SIV).
+ * then only sets its nonce (GCM) or its counter block (SIV).  GCM batches
+ * of short values go through the batch core (gcm_batch.c) where the CPU
+ * has PCLMULQDQ: same output, without EVP's per-value set-up.
  *
  * Nothing here allocates through PostgreSQL or throws: every function
  * returns a cc_status, and a failed open wipes whatever it wrote to out.
@@ -15,6 +17,7 @@
 #include "colcrypt/crypto.h"
 
 #include <limits.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,7 +30,14 @@ struct cc_gcm_key
 {
 	EVP_CIPHER_CTX *enc;		/* keyed for encryption; nonce set per value */
 	EVP_CIPHER_CTX *dec;		/* keyed for decryption; nonce set per value */
+	cc_gcm_batch_key *batch;	/* the batch core, where the CPU has it */
 };
+
+/*
+ * Values up to this size go through the batch core (gcm_batch.c), longer
+ * ones through EVP, whose stitched AES-GCM is faster per byte.
+ */
+#define GCM_BATCH_MAX_LEN 256
 
 const char *
 cc_status_string(cc_status st)
@@ -85,6 +95,7 @@ cc_gcm_key_new(const uint8_t key[CC_AES256_KEY_LEN])
 		cc_gcm_key_free(k);
 		return NULL;
 	}
+	k->batch = cc_gcm_batch_key_new(key);	/* NULL without PCLMULQDQ */
 	return k;
 }
 
@@ -96,7 +107,27 @@ cc_gcm_key_free(cc_gcm_key *k)
 	/* EVP_CIPHER_CTX_free cleanses the key schedule before freeing it. */
 	EVP_CIPHER_CTX_free(k->enc);
 	EVP_CIPHER_CTX_free(k->dec);
+	cc_gcm_batch_key_free(k->batch);
 	free(k);
+}
+
+void
+cc_gcm_key_use_evp_only(cc_gcm_key *k)
+{
+	cc_gcm_batch_key_free(k->batch);
+	k->batch = NULL;
+}
+
+/* Whether every item of a batch is short enough for the batch core. */
+static bool
+batch_core_fits(const cc_gcm_key *k, const cc_aead_item *items, size_t n)
+{
+	if (k->batch == NULL)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (items[i].inlen > GCM_BATCH_MAX_LEN)
+			return false;
+	return true;
 }
 
 static cc_status
@@ -158,6 +189,9 @@ cc_gcm_seal_batch(cc_gcm_key *k, cc_aead_item *items, size_t n)
 {
 	size_t		failed = 0;
 
+	if (batch_core_fits(k, items, n))
+		return cc_gcm_batch_seal(k->batch, items, n);
+
 	for (size_t i = 0; i < n; i++)
 	{
 		items[i].status = gcm_seal_one(k->enc, &items[i]);
@@ -171,6 +205,9 @@ size_t
 cc_gcm_open_batch(cc_gcm_key *k, cc_aead_item *items, size_t n)
 {
 	size_t		failed = 0;
+
+	if (batch_core_fits(k, items, n))
+		return cc_gcm_batch_open(k->batch, items, n);
 
 	for (size_t i = 0; i < n; i++)
 	{

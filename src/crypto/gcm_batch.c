@@ -15,7 +15,8 @@
  * case and on a million random values both ways.
  *
  * Only the GHASH multiply is written here (OpenSSL has no API for it); AES
- * itself is OpenSSL's.  Where the CPU has no PCLMULQDQ (or the compiler
+ * itself is OpenSSL's.  Opening checks the tag before it writes any
+ * plaintext; a failed open zeroes out, as the EVP path does.  Where the CPU has no PCLMULQDQ (or the compiler
  * cannot target it), cc_gcm_batch_available() is false and callers use the
  * EVP path.  The keystream buffer, which XORed with a ciphertext gives the
  * plaintext, is wiped after every batch.
@@ -359,6 +360,9 @@ run_batch(cc_gcm_batch_key *k, cc_aead_item *items, size_t n, bool seal)
 					}
 					else
 					{
+						/* As the EVP path: a failed open leaves out zeroed. */
+						if (it->inlen > 0)
+							OPENSSL_cleanse(it->out, it->inlen);
 						it->status = CC_ERR_AUTH;
 						failed++;
 					}
