@@ -73,9 +73,10 @@ extern const char *ColcryptJsonString(const ColcryptJsonDoc *doc, const char *pa
 /* Wipe and free every value (they may hold key material). */
 extern void ColcryptJsonFree(ColcryptJsonDoc *doc);
 
-/* Append a JSON string literal (escaped) / a "name": prefix. */
-extern void ColcryptJsonAppendString(StringInfo buf, const char *s);
+/* Append a "name": prefix (with a leading comma unless first). */
 extern void ColcryptJsonAppendKey(StringInfo buf, bool first, const char *key);
+/* "key":"value" (with a leading comma unless first). */
+extern void ColcryptJsonAppendField(StringInfo buf, bool first, const char *key, const char *value);
 
 /* ---- Base64 (standard alphabet, padded), for JSON blobs ---- */
 extern char *ColcryptBase64Encode(const uint8 *data, size_t len);

@@ -589,12 +589,9 @@ append_context(StringInfo body, const char *field, const ColcryptWrapContext *ct
 {
 	ColcryptJsonAppendKey(body, false, field);
 	appendStringInfoChar(body, '{');
-	ColcryptJsonAppendKey(body, true, "colcrypt:cmk");
-	ColcryptJsonAppendString(body, ctx->key_ref);
-	ColcryptJsonAppendKey(body, false, "colcrypt:key_id");
-	ColcryptJsonAppendString(body, psprintf("%u", ctx->key_id));
-	ColcryptJsonAppendKey(body, false, "colcrypt:key_version");
-	ColcryptJsonAppendString(body, psprintf("%u", ctx->key_version));
+	ColcryptJsonAppendField(body, true, "colcrypt:cmk", ctx->key_ref);
+	ColcryptJsonAppendField(body, false, "colcrypt:key_id", psprintf("%u", ctx->key_id));
+	ColcryptJsonAppendField(body, false, "colcrypt:key_version", psprintf("%u", ctx->key_version));
 	appendStringInfoChar(body, '}');
 }
 
@@ -649,8 +646,7 @@ append_blob(StringInfo body, bool first, const char *field, const uint8 *data, s
 {
 	char	   *b64 = ColcryptBase64Encode(data, len);
 
-	ColcryptJsonAppendKey(body, first, field);
-	ColcryptJsonAppendString(body, b64);
+	ColcryptJsonAppendField(body, first, field, b64);
 	ColcryptWipeFree(b64, strlen(b64));
 }
 
@@ -673,8 +669,7 @@ aws_wrap(void *handle, const ColcryptWrapContext *ctx,
 		return false;
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
-	ColcryptJsonAppendKey(&body, true, "KeyId");
-	ColcryptJsonAppendString(&body, ctx->key_ref);
+	ColcryptJsonAppendField(&body, true, "KeyId", ctx->key_ref);
 	append_blob(&body, false, "Plaintext", dek, deklen);
 	append_context(&body, "EncryptionContext", ctx);
 	appendStringInfoChar(&body, '}');
@@ -702,8 +697,7 @@ aws_unwrap(void *handle, const ColcryptWrapContext *ctx,
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
 	append_blob(&body, true, "CiphertextBlob", wrapped, wrappedlen);
-	ColcryptJsonAppendKey(&body, false, "KeyId");
-	ColcryptJsonAppendString(&body, ctx->key_ref);
+	ColcryptJsonAppendField(&body, false, "KeyId", ctx->key_ref);
 	append_context(&body, "EncryptionContext", ctx);
 	appendStringInfoChar(&body, '}');
 	ok = aws_call(h, "Decrypt", &body, true, &resp, err);
@@ -742,8 +736,7 @@ aws_generate(void *handle, const ColcryptWrapContext *ctx,
 		return false;
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
-	ColcryptJsonAppendKey(&body, true, "KeyId");
-	ColcryptJsonAppendString(&body, ctx->key_ref);
+	ColcryptJsonAppendField(&body, true, "KeyId", ctx->key_ref);
 	appendStringInfo(&body, ",\"NumberOfBytes\":%d", (int) deklen);
 	append_context(&body, "EncryptionContext", ctx);
 	appendStringInfoChar(&body, '}');
@@ -806,8 +799,7 @@ aws_ensure_cmk(void *handle, const char *key_ref, bool create, bool *created,
 		if (!check_key_ref(key_ref, err))
 			return false;
 		appendStringInfoChar(&body, '{');
-		ColcryptJsonAppendKey(&body, true, "KeyId");
-		ColcryptJsonAppendString(&body, key_ref);
+		ColcryptJsonAppendField(&body, true, "KeyId", key_ref);
 		appendStringInfoChar(&body, '}');
 		ok = aws_call(h, "DescribeKey", &body, true, &resp, err);
 	}
@@ -820,8 +812,7 @@ aws_ensure_cmk(void *handle, const char *key_ref, bool create, bool *created,
 		memset(err, 0, sizeof(*err));
 		resetStringInfo(&body);
 		appendStringInfoChar(&body, '{');
-		ColcryptJsonAppendKey(&body, true, "Description");
-		ColcryptJsonAppendString(&body, psprintf("colcrypt customer master key %s", key_ref));
+		ColcryptJsonAppendField(&body, true, "Description", psprintf("colcrypt customer master key %s", key_ref));
 		appendStringInfoString(&body, ",\"KeyUsage\":\"ENCRYPT_DECRYPT\",\"KeySpec\":\"SYMMETRIC_DEFAULT\"}");
 		/* Not repeated: a retry could create two keys. */
 		if (!aws_call(h, "CreateKey", &body, false, &resp, err))
@@ -846,10 +837,8 @@ aws_ensure_cmk(void *handle, const char *key_ref, bool create, bool *created,
 			ColcryptHttpResponseFree(&resp);
 			resetStringInfo(&body);
 			appendStringInfoChar(&body, '{');
-			ColcryptJsonAppendKey(&body, true, "AliasName");
-			ColcryptJsonAppendString(&body, key_ref);
-			ColcryptJsonAppendKey(&body, false, "TargetKeyId");
-			ColcryptJsonAppendString(&body, target);
+			ColcryptJsonAppendField(&body, true, "AliasName", key_ref);
+			ColcryptJsonAppendField(&body, false, "TargetKeyId", target);
 			appendStringInfoChar(&body, '}');
 			ok = aws_call(h, "CreateAlias", &body, true, &resp, err);
 			ColcryptHttpResponseFree(&resp);
@@ -911,8 +900,7 @@ aws_rotate_cmk(void *handle, const char *key_ref, char **new_key_ref,
 		return false;
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
-	ColcryptJsonAppendKey(&body, true, "KeyId");
-	ColcryptJsonAppendString(&body, key_ref);
+	ColcryptJsonAppendField(&body, true, "KeyId", key_ref);
 	appendStringInfoChar(&body, '}');
 	/* Not repeated after a failure: a retry could rotate twice. */
 	ok = aws_call(h, "RotateKeyOnDemand", &body, false, &resp, err);
@@ -939,11 +927,9 @@ aws_rewrap(void *handle, const ColcryptWrapContext *from,
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
 	append_blob(&body, true, "CiphertextBlob", wrapped, wrappedlen);
-	ColcryptJsonAppendKey(&body, false, "SourceKeyId");
-	ColcryptJsonAppendString(&body, from->key_ref);
+	ColcryptJsonAppendField(&body, false, "SourceKeyId", from->key_ref);
 	append_context(&body, "SourceEncryptionContext", from);
-	ColcryptJsonAppendKey(&body, false, "DestinationKeyId");
-	ColcryptJsonAppendString(&body, to->key_ref);
+	ColcryptJsonAppendField(&body, false, "DestinationKeyId", to->key_ref);
 	append_context(&body, "DestinationEncryptionContext", to);
 	appendStringInfoChar(&body, '}');
 	ok = aws_call(h, "ReEncrypt", &body, true, &resp, err);

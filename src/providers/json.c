@@ -290,18 +290,19 @@ ColcryptJsonFree(ColcryptJsonDoc *doc)
 }
 
 void
-ColcryptJsonAppendString(StringInfo buf, const char *s)
-{
-	escape_json(buf, s);
-}
-
-void
 ColcryptJsonAppendKey(StringInfo buf, bool first, const char *key)
 {
 	if (!first)
 		appendStringInfoChar(buf, ',');
 	escape_json(buf, key);
 	appendStringInfoChar(buf, ':');
+}
+
+void
+ColcryptJsonAppendField(StringInfo buf, bool first, const char *key, const char *value)
+{
+	ColcryptJsonAppendKey(buf, first, key);
+	escape_json(buf, value);
 }
 
 char *

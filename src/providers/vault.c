@@ -483,12 +483,10 @@ approle_login(VaultHandle *h, ColcryptProviderError *err)
 		secret = pstrdup(h->secret_id);
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
-	ColcryptJsonAppendKey(&body, true, "role_id");
-	ColcryptJsonAppendString(&body, h->role_id);
+	ColcryptJsonAppendField(&body, true, "role_id", h->role_id);
 	if (secret)
 	{
-		ColcryptJsonAppendKey(&body, false, "secret_id");
-		ColcryptJsonAppendString(&body, secret);
+		ColcryptJsonAppendField(&body, false, "secret_id", secret);
 		ColcryptWipeFree(secret, strlen(secret));
 	}
 	appendStringInfoChar(&body, '}');
@@ -731,8 +729,7 @@ append_binding(StringInfo body, VaultBinding binding, const ColcryptWrapContext 
 	size_t		n = ColcryptWrapAad(VAULT_AAD_DOMAIN, ctx, aad, sizeof(aad));
 	char	   *b64 = ColcryptBase64Encode(aad, n);
 
-	ColcryptJsonAppendKey(body, false, binding == BIND_CONTEXT ? "context" : "associated_data");
-	ColcryptJsonAppendString(body, b64);
+	ColcryptJsonAppendField(body, false, binding == BIND_CONTEXT ? "context" : "associated_data", b64);
 	pfree(b64);
 }
 
@@ -809,8 +806,7 @@ vault_wrap(void *handle, const ColcryptWrapContext *ctx,
 	b64 = ColcryptBase64Encode(dek, deklen);
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
-	ColcryptJsonAppendKey(&body, true, "plaintext");
-	ColcryptJsonAppendString(&body, b64);
+	ColcryptJsonAppendField(&body, true, "plaintext", b64);
 	ColcryptWipeFree(b64, strlen(b64));
 	append_binding(&body, binding, ctx);
 	appendStringInfoChar(&body, '}');
@@ -849,8 +845,7 @@ vault_unwrap(void *handle, const ColcryptWrapContext *ctx,
 	}
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
-	ColcryptJsonAppendKey(&body, true, "ciphertext");
-	ColcryptJsonAppendString(&body, pnstrdup((const char *) wrapped, wrappedlen));
+	ColcryptJsonAppendField(&body, true, "ciphertext", pnstrdup((const char *) wrapped, wrappedlen));
 	append_binding(&body, binding, ctx);
 	appendStringInfoChar(&body, '}');
 	ok = vault_call(h, "the decrypt request", psprintf("%s/decrypt/%s", h->mount, ctx->key_ref),
@@ -978,8 +973,7 @@ vault_rewrap(void *handle, const ColcryptWrapContext *from,
 		return false;
 	initStringInfo(&body);
 	appendStringInfoChar(&body, '{');
-	ColcryptJsonAppendKey(&body, true, "ciphertext");
-	ColcryptJsonAppendString(&body, pnstrdup((const char *) wrapped, wrappedlen));
+	ColcryptJsonAppendField(&body, true, "ciphertext", pnstrdup((const char *) wrapped, wrappedlen));
 	append_binding(&body, BIND_CONTEXT, to);
 	appendStringInfoChar(&body, '}');
 	ok = vault_call(h, "the rewrap request", psprintf("%s/rewrap/%s", h->mount, to->key_ref),
