@@ -22,7 +22,8 @@ SRCS = src/colcrypt.c \
 	src/providers/kmip.c src/providers/ttlv.c \
 	src/providers/http.c src/providers/json.c src/providers/sigv4.c \
 	src/providers/vault.c src/providers/awskms.c \
-	src/types/typedesc.c src/types/enctype.c src/types/compare.c src/types/ddl_guard.c
+	src/types/typedesc.c src/types/enctype.c src/types/compare.c src/types/ddl_guard.c \
+	src/exec/batch.c src/exec/batchscan.c
 OBJS = $(SRCS:.c=.o)
 
 P11KIT_CFLAGS := $(shell pkg-config --cflags p11-kit-1 2>/dev/null || echo -I/usr/include/p11-kit-1)
@@ -31,7 +32,7 @@ SHLIB_LINK = -lcurl -lssl -lcrypto -ldl -pthread
 
 # pg_regress: one file per topic, in a throwaway instance with the library
 # preloaded.  (Not tmp_check: the TAP step removes that directory.)
-REGRESS = init text_type bytea_type types operators deterministic ciphertext privileges ddl catalog lifecycle pkcs11 kmip vault aws_kms
+REGRESS = init text_type bytea_type types operators deterministic ciphertext privileges ddl catalog lifecycle pkcs11 kmip vault aws_kms batchscan
 REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_regress \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1

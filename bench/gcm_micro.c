@@ -58,6 +58,7 @@ main(int argc, char **argv)
 
 	cc_random(key, sizeof(key));
 	ek = cc_gcm_key_new(key);
+	cc_gcm_key_use_evp_only(ek);	/* the EVP column is the EVP path */
 	bk = cc_gcm_batch_key_new(key);
 	if (bk == NULL)
 	{

@@ -13,6 +13,7 @@
  */
 #include "colcrypt/colcrypt.h"
 
+#include "colcrypt/batch.h"
 #include "colcrypt/lifecycle.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -101,6 +102,7 @@ define_settings(bool preloading)
 							 NULL, NULL, NULL);
 
 	ColcryptLifecycleDefineSettings();
+	ColcryptBatchScanDefineSettings();
 	MarkGUCPrefixReserved("colcrypt");
 }
 
@@ -116,6 +118,7 @@ _PG_init(void)
 	ColcryptKeyCacheInit();
 	ColcryptKeyAccessInit();
 	ColcryptDdlGuardInit();
+	ColcryptBatchScanInit();
 }
 
 void

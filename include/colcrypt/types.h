@@ -48,6 +48,9 @@ extern const ColcryptTypeDesc *ColcryptTypeByCode(int code);
 /* The descriptor of one of our type OIDs; raises if it is not ours. */
 extern const ColcryptTypeDesc *ColcryptTypeByOid(Oid typid);
 
+/* Whether the extension's types exist in this database. */
+extern bool ColcryptTypesInstalled(void);
+
 /* Whether typid is one of colcrypt's encrypted types (or a domain over one). */
 extern bool ColcryptIsEncryptedType(Oid typid);
 

@@ -68,6 +68,7 @@
 #include "utils/memutils.h"
 #include "utils/typcache.h"
 
+#include "colcrypt/batch.h"
 #include "colcrypt/catalog.h"
 #include "colcrypt/keycache.h"
 #include "colcrypt/typelist.h"
@@ -185,14 +186,20 @@ copy_to(MemoryContext cxt, struct varlena *v)
 	return r;
 }
 
-/* Decrypt v (an argument at position pos), reusing the last result there. */
+/*
+ * Decrypt argument d (envelope v) at position pos, reusing the last result
+ * there.  A batch value opens with its batch and is not cached: it is a
+ * column value, different in every row.
+ */
 static Datum
-cached_open(CmpCache *c, int pos, const ColcryptTypeDesc *t, struct varlena *v)
+cached_open(CmpCache *c, int pos, const ColcryptTypeDesc *t, Datum d, struct varlena *v)
 {
 	OpenCache  *oc = &c->open[pos];
 	Datum		plain;
 	PlainInfo  *pi;
 
+	if (ColcryptBatchCiphertext(d) != NULL)
+		return open_arg(t, d);
 	if (oc->ct != NULL && same_bytes(oc->ct, v))
 		return oc->plain;
 	plain = open_datum(t, v);
@@ -291,7 +298,8 @@ cached_siv(CmpCache *c, const ColcryptTypeDesc *t, uint32 key_id, uint32 version
  */
 static bool
 fast_equality(CmpCache *c, const ColcryptTypeDesc *t, Oid coll, bool eq_only,
-			  struct varlena *a, struct varlena *b, Datum plain, bool *equal)
+			  Datum da, struct varlena *a, Datum db, struct varlena *b,
+			  Datum plain, bool *equal)
 {
 	cc_envelope ea,
 				eb;
@@ -338,7 +346,7 @@ fast_equality(CmpCache *c, const ColcryptTypeDesc *t, Oid coll, bool eq_only,
 		return false;
 	check_decrypt(c, edet->key_id);
 	if (a != NULL && b != NULL)
-		plain = cached_open(c, det == a ? 1 : 0, t, det == a ? b : a);
+		plain = det == a ? cached_open(c, 1, t, db, b) : cached_open(c, 0, t, da, a);
 	plain_to_bytes(t, plain, &pb);
 	*equal = same_bytes(det, cached_siv(c, t, edet->key_id, edet->key_version, &pb));
 	return true;
@@ -350,22 +358,23 @@ enc_op(FunctionCallInfo fcinfo, int code, CmpSides sides, CmpOp op)
 	const ColcryptTypeDesc *t = desc_of(code);
 	Oid			coll = PG_GET_COLLATION();
 	CmpCache   *c = get_cache(fcinfo);
-	struct varlena *a = sides != SIDES_PE ? PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(0)) : NULL;
-	struct varlena *b = sides != SIDES_EP ? PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(1)) : NULL;
+	struct varlena *a = sides != SIDES_PE ? enc_arg(PG_GETARG_DATUM(0)) : NULL;
+	struct varlena *b = sides != SIDES_EP ? enc_arg(PG_GETARG_DATUM(1)) : NULL;
 	Datum		pa = sides == SIDES_PE ? PG_GETARG_DATUM(0) : (Datum) 0;
 	Datum		pb = sides == SIDES_EP ? PG_GETARG_DATUM(1) : (Datum) 0;
 	bool		equal;
 	int			cmp;
 
-	if (fast_equality(c, t, coll, op == OP_EQ || op == OP_NE, a, b,
+	if (fast_equality(c, t, coll, op == OP_EQ || op == OP_NE,
+					  PG_GETARG_DATUM(0), a, PG_GETARG_DATUM(1), b,
 					  sides == SIDES_PE ? pa : pb, &equal))
 		cmp = equal ? 0 : 1;
 	else
 	{
 		if (a != NULL)
-			pa = cached_open(c, 0, t, a);
+			pa = cached_open(c, 0, t, PG_GETARG_DATUM(0), a);
 		if (b != NULL)
-			pb = cached_open(c, 1, t, b);
+			pb = cached_open(c, 1, t, PG_GETARG_DATUM(1), b);
 		cmp = DatumGetInt32(FunctionCall2Coll(plain_info(t)->cmp, coll, pa, pb));
 	}
 
@@ -408,7 +417,7 @@ enc_hash(FunctionCallInfo fcinfo, int code, bool plain_arg, bool extended)
 	if (plain_arg)
 		plain = PG_GETARG_DATUM(0);
 	else
-		plain = open_datum(t, PG_DETOAST_DATUM_PACKED(PG_GETARG_DATUM(0)));
+		plain = open_arg(t, PG_GETARG_DATUM(0));
 	inner = DatumGetUInt64(FunctionCall2Coll(plain_info(t)->hash_extended, coll,
 											 plain, Int64GetDatum(0)));
 	buf[0] = (uint8) t->code;
@@ -466,8 +475,8 @@ COLCRYPT_TYPES(COMPARE_FUNCTIONS)
 static int
 ct_compare(FunctionCallInfo fcinfo)
 {
-	struct varlena *a = PG_GETARG_VARLENA_PP(0);
-	struct varlena *b = PG_GETARG_VARLENA_PP(1);
+	struct varlena *a = enc_arg(PG_GETARG_DATUM(0));
+	struct varlena *b = enc_arg(PG_GETARG_DATUM(1));
 	size_t		la = VARSIZE_ANY_EXHDR(a);
 	size_t		lb = VARSIZE_ANY_EXHDR(b);
 	int			r = memcmp(VARDATA_ANY(a), VARDATA_ANY(b), Min(la, lb));
@@ -537,7 +546,7 @@ colcrypt_det_candidates(PG_FUNCTION_ARGS)
 	/* The plaintext. */
 	if (ColcryptIsEncryptedType(argtype))
 	{
-		struct varlena *v = PG_GETARG_VARLENA_PP(0);
+		struct varlena *v = enc_arg(PG_GETARG_DATUM(0));
 		cc_envelope env;
 		size_t		len;
 

@@ -35,6 +35,7 @@
 #include "colcrypt/colcrypt.h"
 
 #include "catalog/pg_type.h"
+#include "colcrypt/batch.h"
 #include "colcrypt/keys.h"
 #include "colcrypt/typelist.h"
 #include "colcrypt/types.h"
@@ -142,6 +143,19 @@ plain_to_bytes(const ColcryptTypeDesc *t, Datum d, PlainBytes *pb)
 	}
 }
 
+/* Text must be valid in this database's encoding. */
+static inline void
+check_encoding(const ColcryptTypeDesc *t, const uint8 *b, size_t len)
+{
+	if (t->code == CC_TYPE_TEXT &&
+		!pg_verifymbstr((const char *) b, (int) len, true))
+		ereport(ERROR,
+				(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
+				 errmsg("decrypted value is not valid in the database encoding \"%s\"",
+						GetDatabaseEncodingName()),
+				 errdetail("It was encrypted in a database with another encoding.")));
+}
+
 Datum
 bytes_to_plain(const ColcryptTypeDesc *t, const uint8 *b, size_t len)
 {
@@ -151,13 +165,7 @@ bytes_to_plain(const ColcryptTypeDesc *t, const uint8 *b, size_t len)
 	{
 		struct varlena *v;
 
-		if (t->code == CC_TYPE_TEXT &&
-			!pg_verifymbstr((const char *) b, (int) len, true))
-			ereport(ERROR,
-					(errcode(ERRCODE_CHARACTER_NOT_IN_REPERTOIRE),
-					 errmsg("decrypted value is not valid in the database encoding \"%s\"",
-							GetDatabaseEncodingName()),
-					 errdetail("It was encrypted in a database with another encoding.")));
+		check_encoding(t, b, len);
 		v = palloc(VARHDRSZ + len);
 		SET_VARSIZE(v, VARHDRSZ + len);
 		memcpy(VARDATA(v), b, len);
@@ -317,6 +325,39 @@ open_datum(const ColcryptTypeDesc *t, struct varlena *v)
 	d = bytes_to_plain(t, pt, len);
 	pfree(pt);
 	return d;
+}
+
+/*
+ * The envelope datum of an encrypted argument: a batch value's stored bytes
+ * as they are, anything else detoasted.  Use this, not PG_GETARG_VARLENA_PP,
+ * which would copy a batch value.
+ */
+struct varlena *
+enc_arg(Datum d)
+{
+	struct varlena *ct = ColcryptBatchCiphertext(d);
+
+	return ct ? ct : PG_DETOAST_DATUM_PACKED(d);
+}
+
+/* Decrypt an encrypted argument; a batch value opens with its batch. */
+Datum
+open_arg(const ColcryptTypeDesc *t, Datum d)
+{
+	const uint8 *pt;
+	size_t		len;
+
+	if (ColcryptBatchPlaintext(d, t->code, &pt, &len))
+	{
+		/* A varlena plaintext is handed on in place, not copied. */
+		if (plain_info(t)->typlen == -1)
+		{
+			check_encoding(t, pt, len);
+			return PointerGetDatum(pt - VARHDRSZ);
+		}
+		return bytes_to_plain(t, pt, len);
+	}
+	return open_datum(t, enc_arg(d));
 }
 
 static struct varlena *
@@ -548,12 +589,12 @@ static Datum
 enc_out(FunctionCallInfo fcinfo, int code)
 {
 	const ColcryptTypeDesc *t = desc_of(code);
-	struct varlena *v = PG_GETARG_VARLENA_PP(0);
+	struct varlena *v = enc_arg(PG_GETARG_DATUM(0));
 	cc_envelope env;
 
 	parse_datum(v, &env);
 	if (show_plaintext(&env))
-		PG_RETURN_CSTRING(OutputFunctionCall(&plain_info(t)->output, open_datum(t, v)));
+		PG_RETURN_CSTRING(OutputFunctionCall(&plain_info(t)->output, open_arg(t, PG_GETARG_DATUM(0))));
 	PG_RETURN_CSTRING(text_form(v));
 }
 
@@ -586,13 +627,13 @@ static Datum
 enc_send(FunctionCallInfo fcinfo, int code)
 {
 	const ColcryptTypeDesc *t = desc_of(code);
-	struct varlena *v = PG_GETARG_VARLENA_PP(0);
+	struct varlena *v = enc_arg(PG_GETARG_DATUM(0));
 	cc_envelope env;
 	StringInfoData buf;
 
 	parse_datum(v, &env);
 	if (show_plaintext(&env))
-		PG_RETURN_BYTEA_P(SendFunctionCall(&plain_info(t)->send, open_datum(t, v)));
+		PG_RETURN_BYTEA_P(SendFunctionCall(&plain_info(t)->send, open_arg(t, PG_GETARG_DATUM(0))));
 	pq_begintypsend(&buf);
 	pq_sendbytes(&buf, COLCRYPT_BINARY_MAGIC, COLCRYPT_BINARY_MAGIC_LEN);
 	pq_sendbytes(&buf, VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v));
@@ -602,7 +643,7 @@ enc_send(FunctionCallInfo fcinfo, int code)
 static Datum
 enc_coerce(FunctionCallInfo fcinfo, int code)
 {
-	PG_RETURN_POINTER(apply_typmod(desc_of(code), PG_GETARG_VARLENA_PP(0),
+	PG_RETURN_POINTER(apply_typmod(desc_of(code), enc_arg(PG_GETARG_DATUM(0)),
 								   PG_GETARG_INT32(1)));
 }
 
@@ -684,7 +725,7 @@ enc_from_other(FunctionCallInfo fcinfo, int code)
 static Datum
 enc_to_plain(FunctionCallInfo fcinfo, int code)
 {
-	return open_datum(desc_of(code), PG_GETARG_VARLENA_PP(0));
+	return open_arg(desc_of(code), PG_GETARG_DATUM(0));
 }
 
 /* ----------------------------------------------------------------------
@@ -800,7 +841,7 @@ encrypted_arg(FunctionCallInfo fcinfo, const char *fname, cc_envelope *env)
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("%s() takes a value of an encrypted type", fname)));
-	v = PG_GETARG_VARLENA_PP(0);
+	v = enc_arg(PG_GETARG_DATUM(0));
 	parse_datum(v, env);
 	return v;
 }

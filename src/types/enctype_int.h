@@ -50,5 +50,7 @@ extern struct varlena *seal_with(const ColcryptTypeDesc *t, ColcryptDek *d, bool
 								 const uint8 *pt, size_t ptlen);
 extern uint8 *open_envelope(const cc_envelope *env, size_t *len);
 extern Datum open_datum(const ColcryptTypeDesc *t, struct varlena *v);
+extern struct varlena *enc_arg(Datum d);
+extern Datum open_arg(const ColcryptTypeDesc *t, Datum d);
 
 #endif							/* COLCRYPT_ENCTYPE_INT_H */

@@ -91,6 +91,13 @@ ColcryptTypeByOid(Oid typid)
 }
 
 bool
+ColcryptTypesInstalled(void)
+{
+	resolve_oids();
+	return OidIsValid(type_oids[0]);
+}
+
+bool
 ColcryptIsEncryptedType(Oid typid)
 {
 	return lookup_oid(getBaseType(typid)) != NULL;

@@ -1,0 +1,79 @@
+/*-------------------------------------------------------------------------
+ *
+ * batch.h
+ *	  Batched decryption in the executor.
+ *
+ * The batch scan (batchscan.c) reads a batch of rows and hands each
+ * encrypted attribute on as a *batch value*: a read-only expanded object
+ * (utils/expandeddatum.h) of the same encrypted type.  Its flat form, what
+ * heap_form_tuple, datumCopy, a sort or hash spill, a tuplestore or a tuple
+ * queue make of it, is the stored ciphertext, so nothing decrypted can leave
+ * the backend's memory through it.  The first function that wants the
+ * plaintext of one value (a cast, output, a comparison) opens every pending
+ * value of that column in the batch that shares its key version, in one
+ * call into the crypto layer; the others are then served from memory.
+ *
+ * Errors keep the per-value semantics: the key's privilege and state are
+ * checked when a value of it is first asked for, exactly as the per-value
+ * path would, and a value that does not open in the batch (malformed,
+ * altered, another type) is opened again alone when it is asked for, which
+ * raises the error the per-value path raises.  A value never asked for is
+ * never decrypted.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef COLCRYPT_BATCH_H
+#define COLCRYPT_BATCH_H
+
+#include "colcrypt/envelope.h"
+#include "utils/memutils.h"
+
+typedef struct ColcryptBatch ColcryptBatch;
+
+/*
+ * A batch of up to maxrows rows times ncols encrypted columns, allocated in
+ * cxt.  Plaintexts it opens are wiped when it is reset or its memory goes
+ * (also on error).
+ */
+extern ColcryptBatch *ColcryptBatchCreate(MemoryContext cxt, int ncols, int maxrows);
+
+/* Wipe and forget every value; the batch can be filled again. */
+extern void ColcryptBatchReset(ColcryptBatch *b);
+
+/*
+ * The batch value for a stored datum of column col, row row.  The datum is
+ * detoasted into the batch's memory when it is compressed or external;
+ * otherwise it must stay valid until the batch is reset.
+ */
+extern Datum ColcryptBatchAdd(ColcryptBatch *b, int col, int row, Datum stored);
+
+/* The stored envelope datum of a batch value, or NULL if d is not one. */
+extern struct varlena *ColcryptBatchCiphertext(Datum d);
+
+/*
+ * The plaintext bytes of batch value d of type code type, opening its batch
+ * first if needed.  False when d is not a batch value or did not open in
+ * the batch: the caller then opens the ciphertext itself.  The plaintext
+ * is preceded by a 4-byte varlena header, so pt - VARHDRSZ is a varlena of
+ * it (a text, bytea, numeric or jsonb datum, for those types); both last
+ * until the batch is reset, which is after the scan has moved past the row.
+ */
+extern bool ColcryptBatchPlaintext(Datum d, int type, const uint8 **pt, size_t *len);
+
+/* What a batch did, summed over its resets (EXPLAIN ANALYZE shows it). */
+typedef struct ColcryptBatchStats
+{
+	uint64		calls;			/* calls into the crypto layer */
+	uint64		opened;			/* values they opened */
+	uint64		alone;			/* values left to the per-value path */
+} ColcryptBatchStats;
+
+extern const ColcryptBatchStats *ColcryptBatchGetStats(ColcryptBatch *b);
+
+/* The batch scan: settings and planner hook (batchscan.c). */
+extern bool colcrypt_batch_scan;
+extern int	colcrypt_batch_size;
+extern void ColcryptBatchScanDefineSettings(void);
+extern void ColcryptBatchScanInit(void);
+
+#endif							/* COLCRYPT_BATCH_H */
