@@ -154,6 +154,9 @@ typedef struct cc_siv_key cc_siv_key;
 
 extern cc_siv_key *cc_siv_key_new(const uint8_t *key, size_t keylen);
 extern void cc_siv_key_free(cc_siv_key *k);
+
+/* Never use the batch path with this key (tests of the EVP path). */
+extern void cc_siv_key_use_evp_only(cc_siv_key *k);
 extern size_t cc_siv_seal_batch(cc_siv_key *k, cc_aead_item *items, size_t n);
 extern size_t cc_siv_open_batch(cc_siv_key *k, cc_aead_item *items, size_t n);
 

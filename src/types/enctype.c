@@ -224,6 +224,36 @@ key_label(uint32 key_id)
 	return meta ? pstrdup(meta->name) : psprintf("#%u", key_id);
 }
 
+/*
+ * A fresh random GCM nonce.  The CSPRNG is asked for many nonces at a time:
+ * OpenSSL's RAND_bytes costs about half a microsecond per call (provider
+ * lookup, locks, a getpid() fork check), more than sealing a short value.
+ * Every 12 bytes are handed out once; the buffer belongs to the process that
+ * filled it (a forked child starts over), and nonces are not secret.
+ */
+#define NONCE_BUFFER	(CC_ENV_NONCE_LEN * 256)
+
+static void
+next_nonce(uint8 *nonce)
+{
+	static uint8 buf[NONCE_BUFFER];
+	static int	used = NONCE_BUFFER;
+	static int	owner = 0;
+
+	if (used == NONCE_BUFFER || owner != MyProcPid)
+	{
+		if (cc_random(buf, sizeof(buf)) != CC_OK)
+			ereport(ERROR,
+					(errcode(ERRCODE_INTERNAL_ERROR),
+					 errmsg("could not generate a nonce")));
+		used = 0;
+		owner = MyProcPid;
+	}
+	memcpy(nonce, buf + used, CC_ENV_NONCE_LEN);
+	memset(buf + used, 0, CC_ENV_NONCE_LEN);
+	used += CC_ENV_NONCE_LEN;
+}
+
 /* Encrypt plaintext bytes with a given key version's context. */
 struct varlena *
 seal_with(const ColcryptTypeDesc *t, ColcryptDek *d, bool det,
@@ -253,10 +283,7 @@ seal_with(const ColcryptTypeDesc *t, ColcryptDek *d, bool det,
 	it.tag = (uint8 *) env.tag;
 	if (alg == CC_ALG_AES256_GCM)
 	{
-		if (cc_random((uint8 *) env.nonce, CC_ENV_NONCE_LEN) != CC_OK)
-			ereport(ERROR,
-					(errcode(ERRCODE_INTERNAL_ERROR),
-					 errmsg("could not generate a nonce")));
+		next_nonce((uint8 *) env.nonce);
 		failed = cc_gcm_seal_batch(d->gcm, &it, 1);
 	}
 	else
