@@ -428,57 +428,32 @@ siv_ctr(cc_siv_key *k, const uint8_t v[SIV_BLOCK], const uint8_t *in,
 		EVP_EncryptUpdate(k->ctr, out, &outl, in, (int) len) == 1;
 }
 
-static const char *
-siv_cmac_cipher(size_t halflen)
+/* The ciphers of AES-SIV with K1, K2 of halflen bytes each; false if none. */
+static bool
+siv_ciphers(size_t halflen, const char **cmac, const EVP_CIPHER **ctr,
+			const EVP_CIPHER **ecb)
 {
 	switch (halflen)
 	{
 		case 16:
-			return "AES-128-CBC";
+			*cmac = "AES-128-CBC", *ctr = EVP_aes_128_ctr(), *ecb = EVP_aes_128_ecb();
+			return true;
 		case 24:
-			return "AES-192-CBC";
+			*cmac = "AES-192-CBC", *ctr = EVP_aes_192_ctr(), *ecb = EVP_aes_192_ecb();
+			return true;
 		case 32:
-			return "AES-256-CBC";
+			*cmac = "AES-256-CBC", *ctr = EVP_aes_256_ctr(), *ecb = EVP_aes_256_ecb();
+			return true;
 	}
-	return NULL;
-}
-
-static const EVP_CIPHER *
-siv_ctr_cipher(size_t halflen)
-{
-	switch (halflen)
-	{
-		case 16:
-			return EVP_aes_128_ctr();
-		case 24:
-			return EVP_aes_192_ctr();
-		case 32:
-			return EVP_aes_256_ctr();
-	}
-	return NULL;
-}
-
-static const EVP_CIPHER *
-siv_ecb_cipher(size_t halflen)
-{
-	switch (halflen)
-	{
-		case 16:
-			return EVP_aes_128_ecb();
-		case 24:
-			return EVP_aes_192_ecb();
-		case 32:
-			return EVP_aes_256_ecb();
-	}
-	return NULL;
+	return false;
 }
 
 /* The batch path's contexts and CMAC subkeys; false on any failure. */
 static bool
-siv_batch_init(cc_siv_key *k, const uint8_t *key, size_t half)
+siv_batch_init(cc_siv_key *k, const uint8_t *key, size_t half,
+			   const EVP_CIPHER *ecb)
 {
 	static const uint8_t zero[SIV_BLOCK] = {0};
-	const EVP_CIPHER *ecb = siv_ecb_cipher(half);
 	uint8_t		l[SIV_BLOCK];
 	int			outl = 0;
 
@@ -516,14 +491,15 @@ cc_siv_key *
 cc_siv_key_new(const uint8_t *key, size_t keylen)
 {
 	size_t		half = keylen / 2;
-	const char *cmac_cipher = siv_cmac_cipher(half);
-	const EVP_CIPHER *ctr_cipher = siv_ctr_cipher(half);
+	const char *cmac_cipher;
+	const EVP_CIPHER *ctr_cipher;
+	const EVP_CIPHER *ecb_cipher;
 	static const uint8_t zero[SIV_BLOCK] = {0};
 	EVP_MAC    *mac;
 	OSSL_PARAM	params[2];
 	cc_siv_key *k;
 
-	if (keylen % 2 != 0 || cmac_cipher == NULL || ctr_cipher == NULL)
+	if (keylen % 2 != 0 || !siv_ciphers(half, &cmac_cipher, &ctr_cipher, &ecb_cipher))
 		return NULL;
 	if ((mac = EVP_MAC_fetch(NULL, "CMAC", NULL)) == NULL)
 	{
@@ -548,7 +524,7 @@ cc_siv_key_new(const uint8_t *key, size_t keylen)
 			k = NULL;
 		}
 		else
-			(void) siv_batch_init(k, key, half);	/* else: one by one */
+			(void) siv_batch_init(k, key, half, ecb_cipher);	/* else: one by one */
 	}
 	EVP_MAC_free(mac);
 	return k;
