@@ -793,7 +793,8 @@ siv_chunk(cc_siv_key *k, cc_aead_item *items, size_t n, bool seal)
 	const uint8_t *msg[SIV_BATCH_ITEMS];
 	size_t		total = 0;
 	size_t		failed = 0;
-	uint8_t    *scratch;
+	uint8_t		stackbuf[4096];
+	uint8_t    *scratch = stackbuf;
 	uint8_t    *tbuf;
 	uint8_t    *ks;
 	bool		ok;
@@ -801,7 +802,8 @@ siv_chunk(cc_siv_key *k, cc_aead_item *items, size_t n, bool seal)
 	/* T (at least a block per item) and keystream, both whole blocks. */
 	for (size_t i = 0; i < n; i++)
 		total += (items[i].inlen + SIV_BLOCK - 1) / SIV_BLOCK + 1;
-	scratch = malloc(2 * total * SIV_BLOCK);
+	if (2 * total * SIV_BLOCK > sizeof(stackbuf))
+		scratch = malloc(2 * total * SIV_BLOCK);
 	if (scratch == NULL)
 	{
 		for (size_t i = 0; i < n; i++)
@@ -859,7 +861,8 @@ siv_chunk(cc_siv_key *k, cc_aead_item *items, size_t n, bool seal)
 	}
 	cc_wipe(scratch, 2 * total * SIV_BLOCK);
 	cc_wipe(chain, n * SIV_BLOCK);	/* rows past n were never written */
-	free(scratch);
+	if (scratch != stackbuf)
+		free(scratch);
 	return failed;
 }
 
