@@ -95,6 +95,11 @@ SELECT calls, decrypted, alone FROM batch_stats('SELECT CASE WHEN id < 0 THEN s:
 -- A deterministic equality filter decrypts nothing; batching stops.
 SELECT calls, decrypted, stopped_after FROM batch_stats('SELECT count(*) FROM bt WHERE d = ''d3''');
 SELECT count(*) FROM bt WHERE d = 'd3';
+-- A selective filter ahead of the decryption: batches narrow to the values
+-- asked for once few of those opened were (1,800 would be opened otherwise).
+SELECT calls < 100 AS narrowed, decrypted < 200 AS few_decrypted, alone
+  FROM batch_stats('SELECT count(s::text) FROM bt WHERE id % 100 = 1');
+SELECT count(s::text) FROM bt WHERE id % 100 = 1;
 SET colcrypt.batch_size = 1;
 SELECT calls, decrypted, alone FROM batch_stats('SELECT sum(length(s::text)) FROM bt');
 RESET colcrypt.batch_size;
@@ -119,6 +124,19 @@ RESET enable_mergejoin;
 RESET enable_material;
 RESET enable_indexscan;
 RESET enable_bitmapscan;
+
+-- In a parallel worker: the plan is serialised to it, and rows come back
+-- through the tuple queue as copies, i.e. ciphertext.
+SET force_parallel_mode = on;
+SET max_parallel_workers_per_gather = 2;
+SET parallel_setup_cost = 1e9;
+EXPLAIN (COSTS OFF) SELECT sum(length(s::text)), sum(n::int8) FROM bt;
+SELECT sum(length(s::text)), sum(n::int8) FROM bt;
+SELECT id, s, n FROM bt WHERE id + 0 < 4 ORDER BY id;
+RESET force_parallel_mode;
+RESET max_parallel_workers_per_gather;
+RESET parallel_setup_cost;
+SELECT sum(length(s::text)), sum(n::int8) FROM bt;
 
 -- TOASTed values are fetched into the batch.
 SELECT id, length(big::text), md5(big::text) = md5(repeat(md5(id::text), 200)) AS intact

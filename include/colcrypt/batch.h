@@ -63,6 +63,7 @@ extern bool ColcryptBatchPlaintext(Datum d, int type, const uint8 **pt, size_t *
 /* What a batch did, summed over its resets (EXPLAIN ANALYZE shows it). */
 typedef struct ColcryptBatchStats
 {
+	uint64		asked;			/* values whose plaintext was asked for */
 	uint64		calls;			/* calls into the crypto layer */
 	uint64		opened;			/* values they opened */
 	uint64		alone;			/* values left to the per-value path */

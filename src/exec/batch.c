@@ -43,6 +43,7 @@ typedef struct BatchValue
 	uint8	   *pt;				/* plaintext when BV_OPEN */
 	uint32		ptlen;
 	BatchValueState state;
+	bool		asked;			/* its plaintext was asked for */
 } BatchValue;
 
 struct BatchColumn
@@ -178,6 +179,7 @@ ColcryptBatchAdd(ColcryptBatch *b, int col, int row, Datum stored)
 	v->pt = NULL;
 	v->ptlen = 0;
 	v->state = BV_PENDING;
+	v->asked = false;
 	c->nvalues = row + 1;
 	return EOHPGetRODatum(&v->hdr);
 }
@@ -240,6 +242,11 @@ new_arena(ColcryptBatch *b, size_t len)
  * Open v and every other pending value of its column under the same
  * envelope header (key, version, algorithm, type), in one crypto call.
  * The key lookup raises what the per-value path would raise for v.
+ *
+ * When few of the values opened so far were asked for (a selective filter
+ * ahead of the decrypting expression: "WHERE id = 5" over a sequential
+ * scan), opening whole batches would decrypt mostly for nothing; then only
+ * v is opened, until the ratio recovers.
  */
 static void
 open_group(BatchValue *v, const cc_envelope *venv)
@@ -247,6 +254,8 @@ open_group(BatchValue *v, const cc_envelope *venv)
 	BatchColumn *c = v->col;
 	ColcryptBatch *b = c->batch;
 	ColcryptDek *d = ColcryptDekForDecrypt(venv->key_id, venv->key_version);
+	bool		narrow = b->stats.opened >= (uint64) 4 * b->maxrows &&
+		b->stats.asked * 4 < b->stats.opened;
 	size_t		n = 0,
 				total = 0,
 				failed;
@@ -258,7 +267,7 @@ open_group(BatchValue *v, const cc_envelope *venv)
 		cc_envelope e;
 		cc_aead_item *it;
 
-		if (u->state != BV_PENDING)
+		if (u->state != BV_PENDING || (narrow && u != v))
 			continue;
 		if (u == v)
 			e = *venv;
@@ -317,6 +326,11 @@ ColcryptBatchPlaintext(Datum d, int type, const uint8 **pt, size_t *len)
 
 	if (v == NULL)
 		return false;
+	if (!v->asked)
+	{
+		v->asked = true;
+		v->col->batch->stats.asked++;
+	}
 	if (v->state == BV_PENDING)
 	{
 		cc_envelope env;

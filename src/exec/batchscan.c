@@ -532,6 +532,7 @@ batch_explain(CustomScanState *node, List *ancestors, ExplainState *es)
 	{
 		const ColcryptBatchStats *st = ColcryptBatchGetStats(s->batch);
 
+		ExplainPropertyInteger("Values Asked For", NULL, (int64) st->asked, es);
 		ExplainPropertyInteger("Decrypt Calls", NULL, (int64) st->calls, es);
 		ExplainPropertyInteger("Values Decrypted", NULL, (int64) st->opened, es);
 		ExplainPropertyInteger("Values Opened Alone", NULL, (int64) st->alone, es);
