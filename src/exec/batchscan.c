@@ -21,7 +21,12 @@
  * other attributes point into the pinned pages.  Quals and projection run in
  * ExecScan as for a sequential scan.  Everything a row returned is valid
  * for lasts until the node is asked for the row after the batch's last:
- * the executor's contract is only "until the next call".
+ * the executor's contract is only "until the next call".  The scan tuple
+ * holds only the columns the query reads (custom_scan_tlist), so a plain
+ * column list needs no projection; the node projects (and so evaluates
+ * casts such as col::text itself) when there is more.  If nothing has been
+ * decrypted after BATCH_PROBE_ROWS rows, the rest of the scan passes rows
+ * through unbatched, as a sequential scan would.
  *
  * Why a scan node and not, say, a batching aggregate: the scan is where
  * every decrypting query starts, so one node serves filters, projections,
