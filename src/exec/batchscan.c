@@ -40,7 +40,9 @@
 
 #include "access/relscan.h"
 #include "access/tableam.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_collation.h"
 #include "commands/explain.h"
 #include "executor/executor.h"
 #include "executor/tuptable.h"
@@ -137,18 +139,71 @@ static const CustomExecMethods batch_exec_methods = {
  * ----------------------------------------------------------------------
  */
 
-/* The encrypted attributes of rel the query reads; NIL if it cannot batch. */
+/*
+ * Whether clause is "det_col = <pseudo-constant>" with colcrypt's equality,
+ * on a type and collation where equal plaintexts have equal ciphertexts:
+ * compare.c decides those by comparing ciphertexts, without decrypting.
+ */
+static bool
+is_ciphertext_equality(Node *clause, Index rti)
+{
+	OpExpr	   *op;
+	Var		   *var;
+	Node	   *other;
+	const ColcryptTypeDesc *t;
+	char	   *opname;
+	Oid			coll;
+
+	if (!IsA(clause, OpExpr) || list_length(((OpExpr *) clause)->args) != 2)
+		return false;
+	op = (OpExpr *) clause;
+	if (IsA(linitial(op->args), Var))
+		var = linitial(op->args), other = lsecond(op->args);
+	else if (IsA(lsecond(op->args), Var))
+		var = lsecond(op->args), other = linitial(op->args);
+	else
+		return false;
+	if (var->varno != rti || var->varattno <= 0 || var->vartypmod < 0 ||
+		!ColcryptTypmodIsDeterministic(var->vartypmod) ||
+		!ColcryptIsEncryptedType(var->vartype) ||
+		contain_var_clause(other) || contain_volatile_functions(other))
+		return false;
+	t = ColcryptTypeByOid(getBaseType(var->vartype));
+	coll = op->inputcollid;
+	if (!t->bitwise_eq ||
+		!(!OidIsValid(coll) || coll == C_COLLATION_OID || coll == DEFAULT_COLLATION_OID))
+		return false;
+	opname = get_opname(op->opno);
+	return opname != NULL && strcmp(opname, "=") == 0 &&
+		get_func_namespace(op->opfuncid) == get_namespace_oid(COLCRYPT_SCHEMA, true);
+}
+
+/*
+ * The encrypted attributes of rel the query reads; NIL if it cannot batch,
+ * or if nothing it reads would be decrypted: columns only compared as
+ * ciphertexts ("det_col = 'x'") gain nothing from a batch, and a sequential
+ * scan does less per row.
+ */
 static List *
 batchable_attributes(PlannerInfo *root, RelOptInfo *rel, Index rti, Oid relid)
 {
 	Bitmapset  *attrs = NULL;
+	Bitmapset  *decrypting = NULL;
 	List	   *enc = NIL;
+	bool		any_decrypting = false;
 	ListCell   *lc;
 	int			x = -1;
 
-	pull_varattnos((Node *) rel->reltarget->exprs, rti, &attrs);
+	pull_varattnos((Node *) rel->reltarget->exprs, rti, &decrypting);
 	foreach(lc, rel->baserestrictinfo)
-		pull_varattnos((Node *) ((RestrictInfo *) lfirst(lc))->clause, rti, &attrs);
+	{
+		Node	   *clause = (Node *) ((RestrictInfo *) lfirst(lc))->clause;
+
+		pull_varattnos(clause, rti, &attrs);
+		if (!is_ciphertext_equality(clause, rti))
+			pull_varattnos(clause, rti, &decrypting);
+	}
+	attrs = bms_add_members(attrs, decrypting);
 	while ((x = bms_next_member(attrs, x)) >= 0)
 	{
 		AttrNumber	attno = x + FirstLowInvalidHeapAttributeNumber;
@@ -156,9 +211,12 @@ batchable_attributes(PlannerInfo *root, RelOptInfo *rel, Index rti, Oid relid)
 		if (attno < 0)
 			return NIL;			/* a system column: needs a heap tuple */
 		if (attno > 0 && ColcryptIsEncryptedType(get_atttype(relid, attno)))
+		{
 			enc = lappend_int(enc, attno);
+			any_decrypting |= bms_is_member(x, decrypting);
+		}
 	}
-	return enc;
+	return any_decrypting ? enc : NIL;
 }
 
 static void
