@@ -15,37 +15,11 @@ set -euo pipefail
 PYTHON=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 EMU=$HERE/kms_emu.py
+MARKER=config.json
+# shellcheck source-path=SCRIPTDIR source=../lib/harness.sh disable=SC2034
+source "$HERE/../lib/harness.sh"
 
 usage() { echo "usage: $0 certs <dir> | start <dir> <port> [--tls|--plain] | stop <dir>" >&2; exit 2; }
-
-# Run a command, showing its output only if it fails.
-quiet() {
-	local out
-	out=$("$@" 2>&1) || { echo "$out" >&2; return 1; }
-}
-
-# mkcert <certs> <name> <subject CN> <issuer name|self> <extensions...>
-mkcert() {
-	local d=$1 name=$2 cn=$3 issuer=$4
-	shift 4
-	[ -f "$d/$name.crt" ] && return 0
-	(umask 077 && quiet openssl genpkey -algorithm EC \
-		-pkeyopt ec_paramgen_curve:P-256 -out "$d/$name.key")
-	if [ "$issuer" = self ]; then
-		local addext=()
-		for e in "$@"; do addext+=(-addext "$e"); done
-		quiet openssl req -x509 -new -key "$d/$name.key" -subj "/CN=$cn" \
-			-sha256 -days 3650 "${addext[@]}" -out "$d/$name.crt"
-	else
-		quiet openssl req -new -key "$d/$name.key" -subj "/CN=$cn" -out "$d/$name.csr"
-		quiet openssl x509 -req -in "$d/$name.csr" -sha256 -days 3650 \
-			-CA "$d/$issuer.crt" -CAkey "$d/$issuer.key" -set_serial "0x$(openssl rand -hex 8)" \
-			-extfile <(printf '%s\n' "$@" authorityKeyIdentifier=keyid \
-				subjectKeyIdentifier=hash) \
-			-out "$d/$name.crt"
-		rm -f "$d/$name.csr"
-	fi
-}
 
 do_certs() {
 	local d=$1/certs
@@ -71,15 +45,6 @@ write_config() {
  "keys":[{"alias":"alias/colcrypt-test"}]}
 EOF
 	mv "$f.tmp" "$f"
-}
-
-# The server's pid, if it is running (a zombie counts as gone).
-server_pid() {
-	local pid
-	[ -f "$1/server.pid" ] && pid=$(cat "$1/server.pid") || return 1
-	grep -qF "$1/config.json" "/proc/$pid/cmdline" 2>/dev/null || return 1
-	case $(ps -o stat= -p "$pid") in Z* | "") return 1 ;; esac
-	echo "$pid"
 }
 
 # Does our emulator (process <pid>, not some other server on that port)
@@ -115,32 +80,11 @@ do_start() {
 		--state "$dir/state.json" >> "$log" 2>&1 < /dev/null &
 	pid=$!
 	echo "$pid" > "$dir/server.pid"
-	local i
-	for ((i = 0; i < 100; i++)); do
-		if answers "$dir" "$port" "$scheme" "$pid"; then
-			return 0
-		fi
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "KMS emulator failed to start on port $port; $log ends with:" >&2
-	tail -n 20 "$log" >&2
-	do_stop "$dir"
-	exit 1
+	wait_started "$dir" "$pid" "$port" "KMS emulator" 100 answers "$dir" "$port" "$scheme" "$pid"
 }
 
 do_stop() {
-	local dir=$1 pid i
-	if pid=$(server_pid "$dir"); then
-		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < 50; i++)); do
-			server_pid "$dir" > /dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		while server_pid "$dir" > /dev/null; do sleep 0.05; done
-	fi
-	rm -f "$dir/server.pid"
+	stop_server "$1" TERM 50
 }
 
 [ $# -ge 2 ] || usage

@@ -10,37 +10,11 @@
 set -euo pipefail
 
 PYTHON=/usr/bin/python3
+MARKER=server.conf
+# shellcheck source-path=SCRIPTDIR source=../lib/harness.sh disable=SC2034
+source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../lib/harness.sh"
 
 usage() { echo "usage: $0 certs <dir> | start <dir> <port> | stop <dir>" >&2; exit 2; }
-
-# Run a command, showing its output only if it fails.
-quiet() {
-	local out
-	out=$("$@" 2>&1) || { echo "$out" >&2; return 1; }
-}
-
-# mkcert <certs> <name> <subject CN> <issuer name|self> <extensions...>
-mkcert() {
-	local d=$1 name=$2 cn=$3 issuer=$4
-	shift 4
-	[ -f "$d/$name.crt" ] && return 0
-	(umask 077 && quiet openssl genpkey -algorithm EC \
-		-pkeyopt ec_paramgen_curve:P-256 -out "$d/$name.key")
-	if [ "$issuer" = self ]; then
-		local addext=()
-		for e in "$@"; do addext+=(-addext "$e"); done
-		quiet openssl req -x509 -new -key "$d/$name.key" -subj "/CN=$cn" \
-			-sha256 -days 3650 "${addext[@]}" -out "$d/$name.crt"
-	else
-		openssl req -new -key "$d/$name.key" -subj "/CN=$cn" -out "$d/$name.csr"
-		quiet openssl x509 -req -in "$d/$name.csr" -sha256 -days 3650 \
-			-CA "$d/$issuer.crt" -CAkey "$d/$issuer.key" \
-			-extfile <(printf '%s\n' "$@" authorityKeyIdentifier=keyid \
-				subjectKeyIdentifier=hash) \
-			-out "$d/$name.crt"
-		rm -f "$d/$name.csr"
-	fi
-}
 
 do_certs() {
 	local d=$1/certs
@@ -56,15 +30,6 @@ do_certs() {
 	mkcert "$d" client colcrypt ca "${leaf[@]}" extendedKeyUsage=clientAuth
 	mkcert "$d" rogue-ca "colcrypt rogue CA" self "${ca[@]}"
 	mkcert "$d" rogue-client colcrypt rogue-ca "${leaf[@]}" extendedKeyUsage=clientAuth
-}
-
-# The server's pid, if it is running (a zombie waiting for init counts as gone).
-server_pid() {
-	local pid
-	[ -f "$1/server.pid" ] && pid=$(cat "$1/server.pid") || return 1
-	grep -qF "$1/server.conf" "/proc/$pid/cmdline" 2>/dev/null || return 1
-	case $(ps -o stat= -p "$pid") in Z* | "") return 1 ;; esac
-	echo "$pid"
 }
 
 do_start() {
@@ -110,33 +75,18 @@ with KmipServer(config_path=sys.argv[1], log_path=sys.argv[2]) as s:
 	pid=$!
 	echo "$pid" > "$dir/server.pid"
 	# "Starting connection service" is logged just after listen().
-	local i
-	for ((i = 0; i < 300; i++)); do
-		if grep -q "Starting connection service" < <(tail -c "+$logstart" "$log"); then
-			return 0
-		fi
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "PyKMIP server failed to start on port $port; $log ends with:" >&2
-	tail -n 20 "$log" >&2
-	do_stop "$dir"
-	exit 1
+	wait_started "$dir" "$pid" "$port" "PyKMIP server" 300 listening "$log" "$logstart"
+}
+
+listening() {
+	grep -q "Starting connection service" < <(tail -c "+$2" "$1")
 }
 
 do_stop() {
-	local dir=$1 pid i
-	if pid=$(server_pid "$dir"); then
-		# SIGINT makes it shut down at once (SIGTERM waits for its 10 s
-		# accept timeout, and so does an open client connection).
-		kill -INT "$pid" 2>/dev/null || true
-		for ((i = 0; i < 10; i++)); do
-			server_pid "$dir" > /dev/null || break
-			sleep 0.1
-		done
-		kill -KILL -- "-$pid" 2>/dev/null || true
-		while server_pid "$dir" > /dev/null; do sleep 0.05; done
-	fi
+	local dir=$1
+	# SIGINT makes it shut down at once (SIGTERM waits for its 10 s accept
+	# timeout, and so does an open client connection).
+	stop_server "$dir" INT 10
 	# After a SIGKILL, its multiprocessing temp dir is left behind.
 	if [ -f "$dir/server.tmpdir" ]; then
 		rm -rf "$(cat "$dir/server.tmpdir")"

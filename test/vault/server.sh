@@ -14,39 +14,13 @@ set -euo pipefail
 
 PYTHON=/usr/bin/python3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MARKER=config.json
+# shellcheck source-path=SCRIPTDIR source=../lib/harness.sh disable=SC2034
+source "$HERE/../lib/harness.sh"
 
 usage() {
 	echo "usage: $0 certs <dir> | start <dir> <port> [--tls|--plain] | stop <dir>" >&2
 	exit 2
-}
-
-# Run a command, showing its output only if it fails.
-quiet() {
-	local out
-	out=$("$@" 2>&1) || { echo "$out" >&2; return 1; }
-}
-
-# mkcert <certs> <name> <subject CN> <issuer name|self> <extensions...>
-mkcert() {
-	local d=$1 name=$2 cn=$3 issuer=$4
-	shift 4
-	[ -f "$d/$name.crt" ] && return 0
-	(umask 077 && quiet openssl genpkey -algorithm EC \
-		-pkeyopt ec_paramgen_curve:P-256 -out "$d/$name.key")
-	if [ "$issuer" = self ]; then
-		local addext=()
-		for e in "$@"; do addext+=(-addext "$e"); done
-		quiet openssl req -x509 -new -key "$d/$name.key" -subj "/CN=$cn" \
-			-sha256 -days 3650 "${addext[@]}" -out "$d/$name.crt"
-	else
-		quiet openssl req -new -key "$d/$name.key" -subj "/CN=$cn" -out "$d/$name.csr"
-		quiet openssl x509 -req -in "$d/$name.csr" -sha256 -days 3650 \
-			-CA "$d/$issuer.crt" -CAkey "$d/$issuer.key" \
-			-extfile <(printf '%s\n' "$@" authorityKeyIdentifier=keyid \
-				subjectKeyIdentifier=hash) \
-			-out "$d/$name.crt"
-		rm -f "$d/$name.csr"
-	fi
 }
 
 do_certs() {
@@ -80,15 +54,6 @@ EOF
 	mv "$f.tmp" "$f"
 }
 
-# The server's pid, if it is running (a zombie waiting for init counts as gone).
-server_pid() {
-	local pid
-	[ -f "$1/server.pid" ] && pid=$(cat "$1/server.pid") || return 1
-	grep -qF "$1/config.json" "/proc/$pid/cmdline" 2>/dev/null || return 1
-	case $(ps -o stat= -p "$pid") in Z* | "") return 1 ;; esac
-	echo "$pid"
-}
-
 do_start() {
 	local dir=$1 port=$2 mode=$3 pid
 	if pid=$(server_pid "$dir"); then
@@ -112,42 +77,25 @@ do_start() {
 		--config "$dir/config.json" --state "$dir/state.json" >> "$log" 2>&1 < /dev/null &
 	pid=$!
 	echo "$pid" > "$dir/server.pid"
-	# Ready when this process has logged that it listens (after bind, so
-	# not another server on a taken port) and its control endpoint (never
-	# faulted) answers.
-	local i code
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		if ! tail -c "+$logstart" "$log" | grep -qF "(pid $pid,"; then
-			sleep 0.1
-			continue
-		fi
-		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "${curl_ca[@]}" \
-			"$url/_emu/stats" 2>/dev/null) || true
-		if [ "$code" = 200 ] && kill -0 "$pid" 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	echo "Vault emulator failed to start on port $port; $log ends with:" >&2
-	tail -n 20 "$log" >&2
-	do_stop "$dir"
-	exit 1
+	wait_started "$dir" "$pid" "$port" "Vault emulator" 100 \
+		ready "$log" "$logstart" "$pid" "$url" "${curl_ca[@]}"
+}
+
+# ready <log> <logstart> <pid> <url> [curl CA options]: this process has
+# logged that it listens (after bind, so not another server on a taken
+# port) and its control endpoint (never faulted) answers.
+ready() {
+	local log=$1 logstart=$2 pid=$3 url=$4 code
+	shift 4
+	tail -c "+$logstart" "$log" | grep -qF "(pid $pid," || return 1
+	code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$@" \
+		"$url/_emu/stats" 2>/dev/null) || true
+	[ "$code" = 200 ]
 }
 
 do_stop() {
-	local dir=$1 pid i
-	if pid=$(server_pid "$dir"); then
-		# SIGTERM makes it exit at once, even with requests hanging.
-		kill -TERM "$pid" 2>/dev/null || true
-		for ((i = 0; i < 50; i++)); do
-			server_pid "$dir" > /dev/null || break
-			sleep 0.1
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		while server_pid "$dir" > /dev/null; do sleep 0.05; done
-	fi
-	rm -f "$dir/server.pid"
+	# SIGTERM makes it exit at once, even with requests hanging.
+	stop_server "$1" TERM 50
 }
 
 [ $# -ge 2 ] || usage
