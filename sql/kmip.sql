@@ -110,5 +110,6 @@ SELECT * FROM roam_check;
 SELECT colcrypt.rotate_master_key('roam', 'keyring', 'roam-cmk') AS rewrapped;
 SELECT colcrypt.key_cache_evict() > 0 AS evicted;
 SELECT * FROM roam_check;
+SELECT colcrypt.audit_flush();
 SELECT action, object_name, regexp_replace(detail, 'under km [0-9]+', 'under km <uid>') AS detail
   FROM colcrypt.audit_log WHERE action = 'rotate' AND object_name = 'roam' ORDER BY id;
