@@ -18,12 +18,17 @@ WYCHEPROOF=${COLCRYPT_WYCHEPROOF:-$ROOT/../shared/testvectors/wycheproof}
 [ -f "$WYCHEPROOF/aes_gcm_test.json" ] ||
     die "Wycheproof vectors not found at $WYCHEPROOF (set COLCRYPT_WYCHEPROOF)"
 WYCHEPROOF=$(cd "$WYCHEPROOF" && pwd)
+SIGV4_SUITE=${COLCRYPT_SIGV4_SUITE:-$ROOT/../shared/testvectors/aws-sigv4/suite}
+[ -d "$SIGV4_SUITE" ] ||
+    die "AWS SigV4 test suite not found at $SIGV4_SUITE (set COLCRYPT_SIGV4_SUITE)"
+SIGV4_SUITE=$(cd "$SIGV4_SUITE" && pwd)
 
 WORK=$(postgres_workdir check)
 status=0
 
 say "C unit tests"
-as_postgres make -C "$WORK" -s unittest test-programs WYCHEPROOF="$WYCHEPROOF" || status=1
+as_postgres make -C "$WORK" -s unittest test-programs \
+    WYCHEPROOF="$WYCHEPROOF" SIGV4_SUITE="$SIGV4_SUITE" || status=1
 
 say "Key provider fixtures: a SoftHSM2 token and a PyKMIP server"
 # pg_regress's temporary instance inherits this environment.
