@@ -88,6 +88,97 @@ sub files_containing
 	return @found;
 }
 
+# ---- The no-plaintext scanner (issue 8): run at the end of every test ----
+
+# A marker unique to this run: markers of earlier runs left in shared
+# places (the system log, /tmp) can never make a test pass or fail.
+sub run_marker
+{
+	my ($prefix) = @_;
+	return sprintf('%s%08x%08x', $prefix // 'SECRETMARK', int(rand(2**32)), int(rand(2**32)));
+}
+
+# Where in $path (a file or a directory, recursively) $needle occurs: a
+# list of "relative/path" entries, one per file holding it.
+sub _paths_holding
+{
+	my ($path, $needle) = @_;
+	return () unless -e $path;
+	return files_containing($path, $needle) if -d $path;
+	return _file_holds($path, $needle) ? ($path) : ();
+}
+
+sub _file_holds
+{
+	my ($file, $needle) = @_;
+	open(my $fh, '<:raw', $file) or return 0;
+	local $/;
+	my $c = <$fh>;
+	close $fh;
+	return defined $c && index($c, $needle) >= 0;
+}
+
+# Check that no byte string in @$secrets appears anywhere a security team
+# would look, and that the scan could have seen it: every string in
+# @$controls (written in plaintext on purpose) must be found in the places
+# named by $opts{control_in} (default: the data directory).
+#
+# Looked at: each node's data directory (heap, TOAST, indexes, WAL, temp
+# files, stats, everything), each node's server log, and every file or
+# directory in $opts{files} (pg_dump outputs, core files, ...).  Reports
+# one test per place; returns the number of places that held a secret.
+#
+#   ColcryptTest::assert_no_plaintext([$primary, $standby], [$marker],
+#       controls => [$ctl], files => [$dumpfile], what => 'after the crash');
+sub assert_no_plaintext
+{
+	my ($nodes, $secrets, %opts) = @_;
+	$nodes = [$nodes] if ref($nodes) ne 'ARRAY';
+	my $what = $opts{what} ? " ($opts{what})" : '';
+	my @places;
+	for my $n (@$nodes)
+	{
+		my $name = $n->name;
+		push @places, [ "data directory of $name", $n->data_dir ];
+		push @places, [ "server log of $name", $n->logfile ] if -f $n->logfile;
+	}
+	push @places, map { [ "file $_", $_ ] } @{ $opts{files} // [] };
+
+	my $bad = 0;
+	for my $place (@places)
+	{
+		my ($label, $path) = @$place;
+		my @hits;
+		for my $s (@$secrets)
+		{
+			push @hits, _paths_holding($path, $s);
+		}
+		$bad++ if @hits;
+		is(scalar(@hits), 0, "no plaintext marker in the $label$what")
+		  or diag("found in: " . join(' ', @hits));
+	}
+	# The scan must be able to see what it looks for.
+	for my $c (@{ $opts{controls} // [] })
+	{
+		my @where = map { _paths_holding($_->data_dir, $c) } @$nodes;
+		ok(scalar(@where) > 0, "the plain control marker is found by the same scan$what")
+		  or diag("control marker not found under any data directory");
+	}
+	return $bad;
+}
+
+# A core file of a running process, made with gdb's gcore (which, like the
+# kernel, leaves out mappings marked MADV_DONTDUMP).  Returns its path, or
+# undef when gcore is missing or refused.
+sub gcore
+{
+	my ($pid, $dir) = @_;
+	my $prefix = "$dir/core";
+	my $out = `gcore -o $prefix $pid 2>&1`;
+	my $file = "$prefix.$pid";
+	return -s $file ? $file : (diag("gcore failed: $out"), undef)[1];
+}
+
 # ---- The HTTP key manager emulators (test/vault, test/awskms) ----
 
 # Start an emulator ('vault' or 'awskms') over plain http on loopback in
