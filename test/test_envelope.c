@@ -191,9 +191,60 @@ test_random(void)
 	printf("random inputs: 200000 parsed, %d well-formed\n", ok);
 }
 
+/*
+ * The text form's base64: what PostgreSQL's pg_b64_decode plus the
+ * canonical check (the input function before cc_text_decode) said for
+ * each; fuzz_envelope compares the two on arbitrary input.
+ */
+static void
+test_text(void)
+{
+	static const struct
+	{
+		const char *in;
+		cc_text_status st;
+		const char *out;
+	}			cases[] = {
+		{"QQ==", CC_TEXT_OK, "A"},
+		{"QUE=", CC_TEXT_OK, "AA"},
+		{"QUFB", CC_TEXT_OK, "AAA"},
+		{"QUFBQQ==", CC_TEXT_OK, "AAAA"},
+		{"", CC_TEXT_NOT_BASE64, NULL},
+		{"QQ=", CC_TEXT_NOT_BASE64, NULL},
+		{"QQ= ", CC_TEXT_NOT_BASE64, NULL},
+		{"QQ\n=", CC_TEXT_NOT_BASE64, NULL},
+		{"Q-_=", CC_TEXT_NOT_BASE64, NULL},
+		{"Q===", CC_TEXT_NOT_BASE64, NULL},
+		{"====", CC_TEXT_NOT_BASE64, NULL},
+		{"QUFB=QQQ", CC_TEXT_NOT_BASE64, NULL},
+		{"QR==", CC_TEXT_NOT_CANONICAL, NULL},
+		{"QUF=", CC_TEXT_NOT_CANONICAL, NULL},
+		{"QQ=A", CC_TEXT_NOT_CANONICAL, NULL},
+		{"QQ======", CC_TEXT_NOT_CANONICAL, NULL},
+		{"QQ==QUFB", CC_TEXT_NOT_CANONICAL, NULL},
+		{"QUE=QQ==", CC_TEXT_NOT_CANONICAL, NULL},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+	{
+		size_t		len = strlen(cases[i].in);
+		uint8_t		out[16];
+		size_t		outlen = 99;
+		cc_text_status st = cc_text_decode(cases[i].in, len, out, &outlen);
+
+		CHECK(st == cases[i].st, "text \"%s\": status %d, expected %d", cases[i].in, st, cases[i].st);
+		if (cases[i].out)
+			CHECK(st == CC_TEXT_OK && outlen == strlen(cases[i].out) &&
+				  memcmp(out, cases[i].out, outlen) == 0, "text \"%s\" decoded wrongly", cases[i].in);
+		else
+			CHECK(outlen == 0, "text \"%s\": length %zu after failure", cases[i].in, outlen);
+	}
+}
+
 int
 main(void)
 {
+	test_text();
 	test_alg(CC_ALG_AES256_GCM);
 	test_alg(CC_ALG_AES256_SIV);
 	test_random();

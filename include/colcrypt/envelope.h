@@ -108,4 +108,28 @@ extern void cc_envelope_init(uint8_t *buf, cc_alg alg, cc_type_code type,
 extern cc_env_status cc_envelope_parse(const uint8_t *buf, size_t len,
 									   cc_envelope *env);
 
+/*
+ * The text form of a ciphertext is "colcrypt:" and the envelope in base64
+ * (standard alphabet, padded).  Input takes only the canonical encoding:
+ * what encoding the decoded bytes gives back, character for character.
+ */
+typedef enum cc_text_status
+{
+	CC_TEXT_OK = 0,
+	CC_TEXT_NOT_BASE64,			/* empty, not whole quanta, a character outside
+								 * the alphabet, or "=" where no padding can be */
+	CC_TEXT_NOT_CANONICAL		/* decodable, but not as the encoder writes it */
+} cc_text_status;
+
+/* Bytes cc_text_decode may write for b64len characters. */
+#define CC_TEXT_DECODED_MAX(b64len) ((b64len) / 4 * 3)
+
+/*
+ * Decode the b64len characters at b64 (the text after the prefix) into out,
+ * which has room for CC_TEXT_DECODED_MAX(b64len) bytes; *outlen gets how
+ * many it holds.  Never reads outside [b64, b64 + b64len).
+ */
+extern cc_text_status cc_text_decode(const char *b64, size_t b64len,
+									 uint8_t *out, size_t *outlen);
+
 #endif							/* COLCRYPT_ENVELOPE_H */

@@ -5,7 +5,9 @@
  *	  envelope.h for the layout).
  *
  * The parser checks lengths before it reads anything, and every field it
- * hands back points inside the buffer it was given.
+ * hands back points inside the buffer it was given.  The text form's
+ * strict base64 decoder is here too, so that both can be fuzzed without
+ * PostgreSQL (test/fuzz/fuzz_envelope.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -128,4 +130,93 @@ cc_envelope_parse(const uint8_t *buf, size_t len, cc_envelope *env)
 	env->key_version = get32(buf + 8);
 	locate(buf, len, env);
 	return CC_ENV_OK;
+}
+
+/* ---- The text form's base64 ---- */
+
+/* The value of a base64 character, -1 for '=' and anything else. */
+static int
+b64_value(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/*
+ * Which inputs are "not base64" and which "not canonical" is what the text
+ * form's input function always said, when it decoded with PostgreSQL's
+ * pg_b64_decode and compared the encoding of the result with the input:
+ * that decoder refuses a character outside the alphabet and a first "="
+ * in the first two places of a quantum, and takes anything else (later
+ * "=" and characters after it included).  fuzz_envelope checks the two
+ * against each other.
+ */
+cc_text_status
+cc_text_decode(const char *b64, size_t b64len, uint8_t *out, size_t *outlen)
+{
+	const unsigned char *s = (const unsigned char *) b64;
+	size_t		first_pad = b64len;
+	size_t		pad;
+	size_t		n = 0;
+
+	*outlen = 0;
+	if (b64len == 0 || b64len % 4 != 0)
+		return CC_TEXT_NOT_BASE64;
+	for (size_t i = 0; i < b64len; i++)
+	{
+		if (s[i] == '=')
+		{
+			if (first_pad == b64len)
+				first_pad = i;
+		}
+		else if (b64_value(s[i]) < 0)
+			return CC_TEXT_NOT_BASE64;
+	}
+	if (first_pad < b64len && first_pad % 4 < 2)
+		return CC_TEXT_NOT_BASE64;
+
+	/* Canonical: "=" only as the last one or two characters, unused bits zero. */
+	pad = b64len - first_pad;
+	if (pad > 2)
+		return CC_TEXT_NOT_CANONICAL;
+	for (size_t i = first_pad; i < b64len; i++)
+		if (s[i] != '=')
+			return CC_TEXT_NOT_CANONICAL;
+	if ((pad == 1 && (b64_value(s[b64len - 2]) & 0x03) != 0) ||
+		(pad == 2 && (b64_value(s[b64len - 3]) & 0x0F) != 0))
+		return CC_TEXT_NOT_CANONICAL;
+
+	for (size_t i = 0; i < b64len; i += 4)
+	{
+		uint32_t	q = 0;
+		int			chars = 4;
+
+		for (int j = 0; j < 4; j++)
+		{
+			int			v = b64_value(s[i + j]);
+
+			if (v < 0)
+			{
+				v = 0;
+				chars--;
+			}
+			q = (q << 6) | (uint32_t) v;
+		}
+		out[n++] = (uint8_t) (q >> 16);
+		if (chars > 2)
+			out[n++] = (uint8_t) (q >> 8);
+		if (chars > 3)
+			out[n++] = (uint8_t) q;
+	}
+	*outlen = n;
+	return CC_TEXT_OK;
 }

@@ -519,26 +519,23 @@ static struct varlena *
 parse_text_form(const ColcryptTypeDesc *t, const char *str)
 {
 	const char *b64 = str + strlen(COLCRYPT_TEXT_PREFIX);
-	int			b64len = strlen(b64);
-	char	   *raw;
-	int			rawlen;
-	char	   *canon;
+	size_t		b64len = strlen(b64);
+	uint8	   *raw = palloc(CC_TEXT_DECODED_MAX(b64len) + 1);
+	size_t		rawlen;
 
-	/* Strict base64: its alphabet only, whole quanta, canonical padding. */
-	if (b64len == 0 || b64len % 4 != 0 ||
-		strspn(b64, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") != (size_t) b64len)
-		reject_malformed(t, false, "The text after \"" COLCRYPT_TEXT_PREFIX "\" is not base64.");
-	raw = palloc(pg_b64_dec_len(b64len) + 1);
-	rawlen = pg_b64_decode(COLCRYPT_B64_SRC(b64), b64len, COLCRYPT_B64_DST(raw),
-						   pg_b64_dec_len(b64len));
-	if (rawlen < 0)
-		reject_malformed(t, false, "The text after \"" COLCRYPT_TEXT_PREFIX "\" is not base64.");
-	canon = palloc(pg_b64_enc_len(rawlen) + 1);
-	if (pg_b64_encode(COLCRYPT_B64_SRC(raw), rawlen, COLCRYPT_B64_DST(canon),
-					  pg_b64_enc_len(rawlen)) != b64len ||
-		memcmp(canon, b64, b64len) != 0)
-		reject_malformed(t, false, "The base64 text is not in canonical form.");
-	return envelope_input(t, raw, rawlen, false);
+	/* Strict base64 (envelope.c): its alphabet only, whole quanta, canonical padding. */
+	switch (cc_text_decode(b64, b64len, raw, &rawlen))
+	{
+		case CC_TEXT_OK:
+			break;
+		case CC_TEXT_NOT_BASE64:
+			reject_malformed(t, false, "The text after \"" COLCRYPT_TEXT_PREFIX "\" is not base64.");
+			break;
+		case CC_TEXT_NOT_CANONICAL:
+			reject_malformed(t, false, "The base64 text is not in canonical form.");
+			break;
+	}
+	return envelope_input(t, (const char *) raw, rawlen, false);
 }
 
 /* Whether output shows this value's plaintext. */
