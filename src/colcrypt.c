@@ -27,6 +27,7 @@ int			colcrypt_kms_timeout = 5000;
 int			colcrypt_output = COLCRYPT_OUTPUT_PLAINTEXT;
 int			colcrypt_audit = COLCRYPT_AUDIT_TABLE;
 bool		colcrypt_preloaded = false;
+bool		colcrypt_allow_core_dumps = false;
 
 static const struct config_enum_entry output_options[] = {
 	{"plaintext", COLCRYPT_OUTPUT_PLAINTEXT, false},
@@ -98,6 +99,15 @@ define_settings(bool preloading)
 							 COLCRYPT_AUDIT_TABLE,
 							 audit_options,
 							 PGC_SUSET,
+							 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("colcrypt.allow_core_dumps",
+							 gettext_noop("Whether a process that has handled key material may still write a core dump."),
+							 gettext_noop("When off, a process makes itself non-dumpable before the first data key, derived subkey, master key or provider secret enters its private memory: no core file of it is written, and other processes of the same operating system user cannot trace it or read its memory."),
+							 &colcrypt_allow_core_dumps,
+							 false,
+							 PGC_SIGHUP,
 							 0,
 							 NULL, NULL, NULL);
 

@@ -45,12 +45,19 @@ extern int	colcrypt_key_cache_ttl;
 extern int	colcrypt_kms_timeout;
 extern int	colcrypt_output;
 extern int	colcrypt_audit;
+extern bool colcrypt_allow_core_dumps;
 
 /* True when the library was loaded through shared_preload_libraries. */
 extern bool colcrypt_preloaded;
 
 /* Raise 55000 with a hint unless colcrypt was preloaded. */
 extern void ColcryptRequirePreload(void);
+
+/*
+ * Call before the first key material (a data key, a derived subkey, a
+ * master key, a provider secret) enters this process's private memory.
+ */
+extern void ColcryptGuardKeyMaterial(void);
 
 /* Start-up of each part, called from _PG_init. */
 extern void ColcryptKeyCacheInit(void);

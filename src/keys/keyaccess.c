@@ -17,9 +17,26 @@
  * (keycache.c), then the provider, which is asked by one backend while the
  * others wait (see keycache.c's protocol).
  *
+ * Core dumps.  The shared cache is left out of every core dump
+ * (MADV_DONTDUMP), but a backend's own contexts hold AES key schedules,
+ * whose first round keys are the derived subkeys themselves, in memory
+ * that OpenSSL allocates: they cannot be placed in a region of our own
+ * (OpenSSL's allocator can only be replaced before its first allocation,
+ * which the postmaster has made long before it loads us).  So a process
+ * makes itself non-dumpable (PR_SET_DUMPABLE) before the first key
+ * material enters its private memory, unless colcrypt.allow_core_dumps is
+ * on: no core file of it is written, and no other process of the same OS
+ * user can ptrace it or read /proc/<pid>/mem.  Such a process also holds
+ * plaintext of the values it handled, which this keeps out of core files
+ * too.  Processes that never touch a key keep their core dumps.
+ *
  *-------------------------------------------------------------------------
  */
 #include "colcrypt/colcrypt.h"
+
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
@@ -229,6 +246,23 @@ ColcryptCheckKeyPrivilege(uint32 key_id, int priv)
  * ----------------------------------------------------------------------
  */
 
+void
+ColcryptGuardKeyMaterial(void)
+{
+	static bool guarded = false;
+
+	if (guarded || colcrypt_allow_core_dumps)
+		return;
+#ifdef PR_SET_DUMPABLE
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not keep key material out of core dumps: %m"),
+				 errhint("Set colcrypt.allow_core_dumps = on to go on without this protection.")));
+#endif
+	guarded = true;
+}
+
 /* Get the key bytes of a version: shared cache, else the provider. */
 static void
 obtain_dek(const char *keyname, uint32 key_id, uint32 version,
@@ -238,6 +272,7 @@ obtain_dek(const char *keyname, uint32 key_id, uint32 version,
 	uint64		epoch;
 	ColcryptUnwrapInfo info;
 
+	ColcryptGuardKeyMaterial();
 	res = ColcryptKeyCacheAcquire(key_id, version, dek, loaded_at);
 	if (res == COLCRYPT_CACHE_HIT)
 		return;
@@ -456,6 +491,7 @@ transit_dek(uint32 generation)
 		d->siv = NULL;
 		d->uses = 0;
 		d->expires_at = 0;
+		ColcryptGuardKeyMaterial();
 		PG_TRY();
 		{
 			ColcryptTransitKey(generation, key);
@@ -535,6 +571,8 @@ ColcryptGenerateWrappedDek(const char *master_key, uint32 key_id,
 	bool		isnull;
 	Oid			types[1] = {TEXTOID};
 	Datum		values[1];
+
+	ColcryptGuardKeyMaterial();
 
 	/* The master key's provider. */
 	values[0] = CStringGetTextDatum(master_key);

@@ -183,6 +183,8 @@ get_handle(const char *provider, const char *kind, Jsonb *options)
 		close_entry(e);
 	if (e->handle == NULL)
 	{
+		/* Opening reads secrets (tokens, PINs, keyring master keys). */
+		ColcryptGuardKeyMaterial();
 		e->ops = ColcryptProviderKindOrError(kind);
 		e->handle = e->ops->open(provider, options, &err);
 		if (e->handle == NULL)
