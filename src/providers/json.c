@@ -340,9 +340,11 @@ ColcryptBase64Decode(const char *s, size_t slen, uint8 *out, size_t cap)
 	/* Canonical only: the decoded bytes must encode back to the same text. */
 	{
 		char	   *again = ColcryptBase64Encode((uint8 *) tmp, n);
+		size_t		againlen = strlen(again);
 
-		canonical = strlen(again) == slen && memcmp(again, s, slen) == 0;
-		ColcryptWipeFree(again, slen);
+		canonical = againlen == slen && memcmp(again, s, slen) == 0;
+		/* Its own length: shorter than s when s had surplus "=" or data after it. */
+		ColcryptWipeFree(again, againlen);
 	}
 	if (canonical)
 		memcpy(out, tmp, n);
