@@ -666,7 +666,7 @@ kmip_call(KmipHandle *h, int op, ttlv_buf *payload, TimestampTz deadline,
 								 psprintf("the KMIP server at %s:%s sent a malformed or oversized response", h->host, h->port),
 								 psprintf("Response header %02x%02x%02x type %u length %u (at most %d bytes accepted).",
 										  hdr[0], hdr[1], hdr[2], hdr[3],
-										  (hdr[4] << 24) | (hdr[5] << 16) | (hdr[6] << 8) | hdr[7],
+										  ((uint32) hdr[4] << 24) | ((uint32) hdr[5] << 16) | ((uint32) hdr[6] << 8) | hdr[7],
 										  TTLV_MAX_MESSAGE));
 		return false;
 	}
