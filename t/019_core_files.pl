@@ -25,7 +25,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use ColcryptTest;
 
-my $node = ColcryptTest::new_node('core_files', conf => "restart_after_crash = on\n");
+my $node = ColcryptTest::new_node('core_files', production_logging => 1, conf => "restart_after_crash = on\n");
 $node->start;
 my $keyring = $node->basedir . '/keyring';
 ColcryptTest::setup_keys($node, 'postgres', $keyring, 'k1');

@@ -10,12 +10,20 @@ use Test::More;
 use FindBin;
 
 # A cluster with colcrypt preloaded.  Extra settings are appended.
+# production_logging => 1: statements are not logged, as in production
+# (PostgreSQL::Test::Cluster logs them all, and a statement's text holds
+# its literals); needed wherever assert_no_plaintext checks the log.
 sub new_node
 {
 	my ($name, %opts) = @_;
 	my $node = PostgreSQL::Test::Cluster->new($name);
 	$node->init(allows_streaming => $opts{allows_streaming} // 0);
 	$node->append_conf('postgresql.conf', "shared_preload_libraries = 'colcrypt'\n");
+	$node->append_conf('postgresql.conf', qq{
+log_statement = 'none'
+log_min_error_statement = 'panic'
+log_min_messages = 'info'
+}) if $opts{production_logging};
 	$node->append_conf('postgresql.conf', $opts{conf}) if $opts{conf};
 	return $node;
 }
@@ -124,7 +132,9 @@ sub _file_holds
 # named by $opts{control_in} (default: the data directory).
 #
 # Looked at: each node's data directory (heap, TOAST, indexes, WAL, temp
-# files, stats, everything), each node's server log, and every file or
+# files, stats, everything), each node's server log (make the nodes with
+# new_node(..., production_logging => 1): a logged statement's text holds
+# its literals, which is PostgreSQL's doing, not colcrypt's), and every file or
 # directory in $opts{files} (pg_dump outputs, core files, ...).  Reports
 # one test per place; returns the number of places that held a secret.
 #
