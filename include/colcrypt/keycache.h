@@ -20,10 +20,10 @@ typedef enum ColcryptCacheResult
 } ColcryptCacheResult;
 
 /*
- * Look up (key_id, version).  On a hit, copies the key into dek and sets
- * *loaded_at.  On a miss, the caller becomes the one loader of that entry
- * (others wait for it rather than calling the provider too) and must call
- * ColcryptKeyCacheFill or ColcryptKeyCacheAbandon.
+ * Look up (key_id, version) of the current database.  On a hit, copies the
+ * key into dek and sets *loaded_at.  On a miss, the caller becomes the one
+ * loader of that entry (others wait for it rather than calling the provider
+ * too) and must call ColcryptKeyCacheFill or ColcryptKeyCacheAbandon.
  */
 extern ColcryptCacheResult ColcryptKeyCacheAcquire(uint32 key_id, uint32 version,
 												   uint8 *dek,
@@ -39,7 +39,10 @@ extern void ColcryptKeyCacheFill(uint32 key_id, uint32 version,
 								 TimestampTz *loaded_at);
 extern void ColcryptKeyCacheAbandon(uint32 key_id, uint32 version);
 
-/* Wipe and drop cached versions of a key (version < 0: every version). */
+/*
+ * Wipe and drop this database's cached versions of a key (version < 0:
+ * every version).
+ */
 extern void ColcryptKeyCacheForget(uint32 key_id, int64 version);
 extern int	ColcryptKeyCacheEvictAll(void);
 

@@ -4,14 +4,19 @@
  *	  The shared-memory cache of unwrapped data keys.
  *
  * One region, requested at postmaster start, holds a fixed array of
- * colcrypt.key_cache_entries slots (key id, version, 32 key bytes, load
- * time, LRU stamp), the counters the colcrypt.key_cache view shows, the
- * catalog epoch and the transit secret.  The region is page-aligned and
- * marked MADV_DONTDUMP (and mlock'ed where the limit allows), so key bytes
- * are left out of core dumps of every process and are not swapped out.
+ * colcrypt.key_cache_entries slots (database, key id, version, 32 key
+ * bytes, load time, LRU stamp), the counters the colcrypt.key_cache view
+ * shows, the catalog epoch and the transit secret.  The region is
+ * page-aligned and marked MADV_DONTDUMP (and mlock'ed where the limit
+ * allows), so key bytes are left out of core dumps of every process and are
+ * not swapped out.
+ *
+ * An entry belongs to a database: key catalogs are per database, and a key
+ * id is only a hash of the key's name, so two databases of one server may
+ * well each have a "customers" key, with different key bytes.
  *
  * Locking protocol:
- *	 - lock (one LWLock) guards every slot's key_id, version, state,
+ *	 - lock (one LWLock) guards every slot's dboid, key_id, version, state,
  *	   loader, loaded_at and key bytes.  Readers take it LW_SHARED to find a
  *	   valid slot and copy its key out; anything that changes a slot takes
  *	   it LW_EXCLUSIVE.
@@ -60,6 +65,7 @@ typedef enum SlotState
 
 typedef struct KeySlot
 {
+	Oid			dboid;			/* database whose catalog holds the key */
 	uint32		key_id;			/* data key id (never 0: transit is not cached) */
 	uint32		version;		/* key version */
 	SlotState	state;			/* see SlotState */
@@ -217,12 +223,16 @@ wipe_slot(KeySlot *s)
 {
 	cc_wipe(s->dek, sizeof(s->dek));
 	s->state = SLOT_EMPTY;
+	s->dboid = InvalidOid;
 	s->key_id = 0;
 	s->version = 0;
 	s->loader_pid = 0;
 }
 
-/* Find (key_id, version) among non-empty slots; caller holds the lock. */
+/*
+ * Find this database's (key_id, version) among non-empty slots; caller
+ * holds the lock.
+ */
 static KeySlot *
 find_slot(uint32 key_id, uint32 version)
 {
@@ -230,7 +240,8 @@ find_slot(uint32 key_id, uint32 version)
 	{
 		KeySlot    *s = &cache->slots[i];
 
-		if (s->state != SLOT_EMPTY && s->key_id == key_id && s->version == version)
+		if (s->state != SLOT_EMPTY && s->dboid == MyDatabaseId &&
+			s->key_id == key_id && s->version == version)
 			return s;
 	}
 	return NULL;
@@ -373,6 +384,7 @@ ColcryptKeyCacheAcquire(uint32 key_id, uint32 version, uint8 *dek,
 			pg_atomic_fetch_add_u64(&c->misses, 1);
 			return COLCRYPT_CACHE_UNCACHED;
 		}
+		s->dboid = MyDatabaseId;
 		s->key_id = key_id;
 		s->version = version;
 		s->state = SLOT_LOADING;
@@ -442,7 +454,7 @@ ColcryptKeyCacheForget(uint32 key_id, int64 version)
 	{
 		KeySlot    *s = &c->slots[i];
 
-		if (s->state == SLOT_VALID && s->key_id == key_id &&
+		if (s->state == SLOT_VALID && s->dboid == MyDatabaseId && s->key_id == key_id &&
 			(version < 0 || s->version == (uint32) version))
 			wipe_slot(s);
 	}
@@ -614,7 +626,8 @@ colcrypt_key_cache_contents(PG_FUNCTION_ARGS)
 		Datum		values[5];
 		bool		nulls[5] = {0};
 
-		if (s->state == SLOT_EMPTY)
+		/* Another database's key ids name its own keys. */
+		if (s->state == SLOT_EMPTY || s->dboid != MyDatabaseId)
 			continue;
 		values[0] = Int64GetDatum((int64) s->key_id);
 		values[1] = Int32GetDatum((int32) s->version);
