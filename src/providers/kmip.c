@@ -488,6 +488,7 @@ ensure_connected(KmipHandle *h, TimestampTz deadline, ColcryptProviderError *err
 	ttlv_buf_free(&p);
 	if (!ok)
 	{
+		raw_free(raw, &doc);	/* a refusal or a malformed answer was read */
 		disconnect(h);
 		return false;
 	}
