@@ -32,7 +32,8 @@ extern ColcryptCacheResult ColcryptKeyCacheAcquire(uint32 key_id, uint32 version
 /*
  * Publish a key this backend loaded.  It is stored only if the catalog epoch
  * is still epoch_seen (else the catalog changed during the provider call and
- * the key may have been destroyed meanwhile).  Sets *loaded_at.
+ * the key may have been destroyed meanwhile) and the load was not forgotten
+ * meanwhile.  Sets *loaded_at.
  */
 extern void ColcryptKeyCacheFill(uint32 key_id, uint32 version,
 								 const uint8 *dek, uint64 epoch_seen,
@@ -41,9 +42,11 @@ extern void ColcryptKeyCacheAbandon(uint32 key_id, uint32 version);
 
 /*
  * Wipe and drop this database's cached versions of a key (version < 0:
- * every version).
+ * every version), loads in progress included; ForgetVersions takes an array
+ * of (key_id << 32 | version) pairs, which it sorts.
  */
 extern void ColcryptKeyCacheForget(uint32 key_id, int64 version);
+extern void ColcryptKeyCacheForgetVersions(uint64 *kvs, int n);
 extern int	ColcryptKeyCacheEvictAll(void);
 
 /* Count one call to a key provider, and whether it failed. */

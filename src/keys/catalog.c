@@ -19,6 +19,13 @@
  *	   replayed on standbys too, or
  *	 - this backend's own transaction that changed the catalog aborted.
  *
+ * Whenever it is, the backend also removes destroyed key versions from the
+ * server's shared key cache (forget_destroyed).  On a primary the destroying
+ * transaction wiped them already; a standby's cache is out of the primary's
+ * reach, and the replayed invalidation is how the standby learns of the
+ * destroy, so there the first backend to use any data key after the replay
+ * wipes it.
+ *
  *-------------------------------------------------------------------------
  */
 #include "colcrypt/colcrypt.h"
@@ -247,6 +254,8 @@ static bool changed_in_xact = false;
 static List *forget_at_commit = NIL;	/* (key_id, version) pairs, as int8 */
 static bool callbacks_registered = false;
 
+static void forget_destroyed(void);
+
 static void
 catalog_relcache_cb(Datum arg, Oid relid)
 {
@@ -356,6 +365,12 @@ ColcryptCatalogCheckFreshness(void)
 	meta_epoch = epoch;
 	meta_stale = false;
 	meta_generation++;
+
+	/*
+	 * After the flags: an invalidation while this reads the catalog marks
+	 * the new cache stale again.
+	 */
+	forget_destroyed();
 }
 
 uint64
@@ -388,6 +403,57 @@ ColcryptForgetAtCommit(uint32 key_id, int32 version)
 	MemoryContextSwitchTo(old);
 	/* Wipe it now too: a concurrent load after commit finds the new state. */
 	ColcryptKeyCacheForget(key_id, version);
+}
+
+/*
+ * Remove every destroyed key version of this database from the shared key
+ * cache, a load in progress included (see the file header for why).  The
+ * versions table has a row per version ever made, a few per key, so a scan
+ * of it is cheap, and this runs only when metadata is reloaded; the cache
+ * itself is only locked exclusively when it holds one of them.
+ */
+static void
+forget_destroyed(void)
+{
+	Relation	rel;
+	Oid			pkeyid;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	uint64	   *kvs = NULL;
+	int			n = 0;
+	int			cap = 0;
+
+	if ((rel = catrel_open(CAT_KEY_VERSION, &pkeyid)) == NULL)
+		return;
+	scan = systable_beginscan(rel, InvalidOid, false, NULL, 0, NULL);
+	while (HeapTupleIsValid(tup = systable_getnext(scan)))
+	{
+		TupleDesc	td = RelationGetDescr(rel);
+		bool		isnull;
+		char	   *statename = getcol_text(tup, td, "state");
+		ColcryptKeyState state;
+		int32		key_id;
+		int32		version;
+
+		if (statename == NULL || !ColcryptKeyStateFromName(statename, &state) ||
+			(state != COLCRYPT_KEY_DESTROYED && state != COLCRYPT_KEY_DESTROYED_COMPROMISED))
+			continue;
+		key_id = DatumGetInt32(getcol(tup, td, "key_id", &isnull));
+		version = DatumGetInt32(getcol(tup, td, "version", &isnull));
+		if (n == cap)
+		{
+			cap = Max(16, cap * 2);
+			kvs = kvs ? repalloc(kvs, sizeof(uint64) * cap) : palloc(sizeof(uint64) * cap);
+		}
+		kvs[n++] = ((uint64) (uint32) key_id << 32) | (uint32) version;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (n > 0)
+	{
+		ColcryptKeyCacheForgetVersions(kvs, n);
+		pfree(kvs);
+	}
 }
 
 /* ----------------------------------------------------------------------

@@ -444,21 +444,83 @@ ColcryptKeyCacheAbandon(uint32 key_id, uint32 version)
 	ConditionVariableBroadcast(&c->loaded);
 }
 
+static int
+kv_cmp(const void *a, const void *b)
+{
+	uint64		x = *(const uint64 *) a;
+	uint64		y = *(const uint64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * Whether slot s is one of this database's entries listed in kvs: sorted
+ * (key_id << 32 | version) pairs, where version PG_UINT32_MAX (never a real
+ * one) stands for every version of its key.
+ */
+static bool
+slot_listed(const KeySlot *s, const uint64 *kvs, int n)
+{
+	uint64		kv = ((uint64) s->key_id << 32) | s->version;
+	uint64		every = ((uint64) s->key_id << 32) | PG_UINT32_MAX;
+
+	if (s->state == SLOT_EMPTY || s->dboid != MyDatabaseId)
+		return false;
+	return bsearch(&kv, kvs, n, sizeof(uint64), kv_cmp) != NULL ||
+		bsearch(&every, kvs, n, sizeof(uint64), kv_cmp) != NULL;
+}
+
+/*
+ * Wipe and drop this database's cached (key_id << 32 | version) pairs
+ * (kvs is sorted in place).
+ */
 void
-ColcryptKeyCacheForget(uint32 key_id, int64 version)
+ColcryptKeyCacheForgetVersions(uint64 *kvs, int n)
 {
 	KeyCacheShared *c = get_cache();
+	bool		any = false;
+	bool		loading = false;
+
+	if (n <= 0)
+		return;
+	qsort(kvs, n, sizeof(uint64), kv_cmp);
+
+	/* Usually none is cached: look under the shared lock first. */
+	LWLockAcquire(c->lock, LW_SHARED);
+	for (int i = 0; i < c->nslots && !any; i++)
+		any = slot_listed(&c->slots[i], kvs, n);
+	LWLockRelease(c->lock);
+	if (!any)
+		return;
 
 	LWLockAcquire(c->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < c->nslots; i++)
 	{
 		KeySlot    *s = &c->slots[i];
 
-		if (s->state == SLOT_VALID && s->dboid == MyDatabaseId && s->key_id == key_id &&
-			(version < 0 || s->version == (uint32) version))
+		if (slot_listed(s, kvs, n))
+		{
+			/*
+			 * A load in progress is dropped too: it may have read the
+			 * catalog before the change that makes us forget, and its
+			 * loader, finding no slot, keeps the key to itself.
+			 */
+			loading |= s->state == SLOT_LOADING;
 			wipe_slot(s);
+		}
 	}
 	LWLockRelease(c->lock);
+	/* Whoever waits for a dropped load loads for itself, and sees why not. */
+	if (loading)
+		ConditionVariableBroadcast(&c->loaded);
+}
+
+void
+ColcryptKeyCacheForget(uint32 key_id, int64 version)
+{
+	uint64		kv = ((uint64) key_id << 32) | (version < 0 ? PG_UINT32_MAX : (uint32) version);
+
+	ColcryptKeyCacheForgetVersions(&kv, 1);
 }
 
 /* Wipe every unwrapped key; returns how many there were. */
