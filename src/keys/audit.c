@@ -812,7 +812,8 @@ PG_FUNCTION_INFO_V1(colcrypt_audit_flush);
 
 /*
  * Wait until every event of this database queued so far is in
- * colcrypt.audit_event (for tests and tools).  Returns false on timeout.
+ * colcrypt.audit_event (for tests and tools).  Returns false on timeout;
+ * true at once on a standby, which queues and shreds nothing.
  */
 Datum
 colcrypt_audit_flush(PG_FUNCTION_ARGS)
@@ -825,6 +826,15 @@ colcrypt_audit_flush(PG_FUNCTION_ARGS)
 	bool		shred_pending;
 
 	ColcryptRequirePreload();
+
+	/*
+	 * A standby queues no events (record() logs them) and shreds nothing:
+	 * the primary's shredding reaches it through WAL.  Waiting would end
+	 * only at the timeout, and a writer registered meanwhile would hold a
+	 * worker slot until promotion.
+	 */
+	if (RecoveryInProgress())
+		PG_RETURN_BOOL(true);
 	shred_pending = ColcryptShredIsPending();
 	if (shred_pending)
 		ColcryptRequestShred(MyDatabaseId);
