@@ -54,6 +54,7 @@
 #include "utils/lsyscache.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/typcache.h"
 
 /* ----------------------------------------------------------------------
@@ -538,11 +539,22 @@ parse_text_form(const ColcryptTypeDesc *t, const char *str)
 	return envelope_input(t, (const char *) raw, rawlen, false);
 }
 
-/* Whether output shows this value's plaintext. */
+/*
+ * Whether output shows this value's plaintext.  Never where the value is
+ * being replicated: logical decoding calls output and send functions for
+ * the changes it emits, in a walsender or, through the SQL functions
+ * (pg_logical_slot_get_changes and the like), in an ordinary backend, and
+ * always under a historic snapshot; and a logical replication walsender
+ * runs the table sync's COPY ... TO STDOUT.  The subscriber's apply worker
+ * takes the ciphertext form back as it is (see envelope_input).  Testing
+ * these first also keeps decoding from reading colcrypt's tables, which are
+ * not user catalog tables, under a historic snapshot.
+ */
 static bool
 show_plaintext(const cc_envelope *env)
 {
-	if (colcrypt_output == COLCRYPT_OUTPUT_CIPHERTEXT || am_walsender)
+	if (colcrypt_output == COLCRYPT_OUTPUT_CIPHERTEXT || am_walsender ||
+		HistoricSnapshotActive())
 		return false;
 	return ColcryptHasKeyPrivilege(env->key_id, COLCRYPT_PRIV_DECRYPT);
 }
