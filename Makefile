@@ -32,7 +32,7 @@ SHLIB_LINK = -lcurl -lssl -lcrypto -ldl -pthread
 
 # pg_regress: one file per topic, in a throwaway instance with the library
 # preloaded.  (Not tmp_check: the TAP step removes that directory.)
-REGRESS = init text_type bytea_type types operators deterministic ciphertext privileges ddl catalog lifecycle pkcs11 kmip vault aws_kms batchscan
+REGRESS = init text_type bytea_type types operators deterministic ciphertext privileges ddl catalog lifecycle pkcs11 kmip vault aws_kms adversarial batchscan
 REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_regress \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
@@ -101,3 +101,52 @@ test/p11shim.so: test/p11shim.c
 test/proto_client: test/proto_client.c
 	$(CC) $(UNIT_CFLAGS) -I$(shell $(PG_CONFIG) --includedir) -o $@ $< \
 		-L$(shell $(PG_CONFIG) --libdir) -lpq
+
+# ---- Fuzzing: libFuzzer harnesses for what parses hostile input -----------
+#
+#   make fuzz          build test/fuzz/fuzz_* (clang, ASan + UBSan)
+#   make fuzz-smoke    each harness FUZZ_SECONDS (30) from the kept corpus,
+#                      in a temporary copy; fails on a crash, leak or timeout
+#   make fuzz-long     each harness FUZZ_SECONDS (300); new inputs that add
+#                      coverage are merged into test/fuzz/corpus/<harness>/
+#
+# See test/fuzz/run.sh.  The harnesses link the provider files against a
+# stand-in for the backend (test/fuzz/pgshim.c) and PostgreSQL's frontend
+# libpgcommon/libpgport (StringInfo, psprintf, base64, pg_parse_json).
+
+FUZZ_CC ?= clang
+FUZZ_HARNESSES = test/fuzz/fuzz_envelope test/fuzz/fuzz_ttlv test/fuzz/fuzz_json test/fuzz/fuzz_http
+FUZZ_CFLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
+	-fno-sanitize-recover=all -Wall -Wno-ignored-attributes \
+	-I$(srcdir)/include -I$(srcdir)/test/fuzz
+FUZZ_PG_CFLAGS = $(FUZZ_CFLAGS) -I$(shell $(PG_CONFIG) --includedir-server) -D_GNU_SOURCE
+FUZZ_PG_LIBS = $(shell $(PG_CONFIG) --pkglibdir)/libpgcommon.a \
+	$(shell $(PG_CONFIG) --pkglibdir)/libpgport.a -lcrypto
+FUZZ_SHIM = test/fuzz/pgshim.c test/fuzz/cleanse.c $(CRYPTO_SRCS)
+FUZZ_DEPS = $(wildcard $(srcdir)/include/colcrypt/*.h) test/fuzz/pgshim.h $(FUZZ_SHIM)
+
+test/fuzz/fuzz_envelope: test/fuzz/fuzz_envelope.c src/crypto/envelope.c include/colcrypt/envelope.h test/fuzz/cleanse.c
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ test/fuzz/fuzz_envelope.c src/crypto/envelope.c test/fuzz/cleanse.c $(FUZZ_PG_LIBS)
+
+test/fuzz/fuzz_ttlv: test/fuzz/fuzz_ttlv.c src/providers/kmip.c src/providers/ttlv.c $(FUZZ_DEPS)
+	$(FUZZ_CC) $(FUZZ_PG_CFLAGS) -o $@ test/fuzz/fuzz_ttlv.c src/providers/ttlv.c $(FUZZ_SHIM) $(FUZZ_PG_LIBS)
+
+test/fuzz/fuzz_json: test/fuzz/fuzz_json.c src/providers/json.c $(FUZZ_DEPS)
+	$(FUZZ_CC) $(FUZZ_PG_CFLAGS) -o $@ test/fuzz/fuzz_json.c src/providers/json.c $(FUZZ_SHIM) $(FUZZ_PG_LIBS)
+
+FUZZ_HTTP_SRCS = test/fuzz/fuzz_http.c test/fuzz/http_vault.c test/fuzz/http_aws.c \
+	src/providers/http.c src/providers/json.c src/providers/sigv4.c
+test/fuzz/fuzz_http: $(FUZZ_HTTP_SRCS) src/providers/vault.c src/providers/awskms.c test/fuzz/fuzz_http.h $(FUZZ_DEPS)
+	$(FUZZ_CC) $(FUZZ_PG_CFLAGS) -o $@ $(FUZZ_HTTP_SRCS) $(FUZZ_SHIM) $(FUZZ_PG_LIBS)
+
+.PHONY: fuzz fuzz-smoke fuzz-long
+fuzz: $(FUZZ_HARNESSES)
+
+fuzz-smoke: fuzz
+	test/fuzz/run.sh smoke $(or $(FUZZ_SECONDS),30) $(FUZZ_HARNESSES)
+
+fuzz-long: fuzz
+	test/fuzz/run.sh long $(or $(FUZZ_SECONDS),300) $(FUZZ_HARNESSES)
+
+EXTRA_CLEAN += $(FUZZ_HARNESSES) test/fuzz/findings
+# ---- end of fuzzing -------------------------------------------------------
