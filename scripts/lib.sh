@@ -12,11 +12,12 @@ PG_CONFIG=$PG_BIN/pg_config
 export PATH="$PG_BIN:$PATH"
 
 # Debian packages for building, testing and running colcrypt (SoftHSM2,
-# pkcs11-tool and PyKMIP are the real HSM and KMIP server of the tests).
+# pkcs11-tool and PyKMIP are the real HSM and KMIP server of the tests;
+# clang and its sanitizer and libFuzzer runtimes build test/fuzz/).
 BUILD_PACKAGES=(
     postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
     build-essential pkg-config libssl-dev libcurl4-openssl-dev libjson-c-dev
-    libp11-kit-dev libipc-run-perl
+    libp11-kit-dev libipc-run-perl clang libclang-rt-14-dev
     softhsm2 opensc python3-pykmip python3-cryptography openssl
 )
 

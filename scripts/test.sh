@@ -3,8 +3,10 @@
 # installs what it needs, builds, installs, then runs
 #   1. the C unit tests (Wycheproof vectors, the envelope parser, the TTLV
 #      codec, the SigV4 signer against AWS's published suite),
-#   2. pg_regress in a throwaway instance with colcrypt preloaded,
-#   3. the TAP tests (restarts, no plaintext on disk, connection storms,
+#   2. a fuzz smoke run: each libFuzzer harness of test/fuzz/ for
+#      COLCRYPT_FUZZ_SECONDS (30) from the kept corpus,
+#   3. pg_regress in a throwaway instance with colcrypt preloaded,
+#   4. the TAP tests (restarts, no plaintext on disk, connection storms,
 #      dump and restore, provider failures, the extended protocol, SoftHSM2
 #      and PyKMIP as real key providers, Vault and AWS KMS emulators).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -29,6 +31,10 @@ status=0
 say "C unit tests"
 as_postgres make -C "$WORK" -s unittest test-programs \
     WYCHEPROOF="$WYCHEPROOF" SIGV4_SUITE="$SIGV4_SUITE" || status=1
+
+say "Fuzz smoke run"
+# A failing input is kept in $WORK/test/fuzz/findings/.
+as_postgres make -C "$WORK" -s fuzz-smoke FUZZ_SECONDS="${COLCRYPT_FUZZ_SECONDS:-30}" || status=1
 
 say "Key provider fixtures: a SoftHSM2 token and a PyKMIP server"
 # pg_regress's temporary instance inherits this environment.
