@@ -25,6 +25,11 @@
 #define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
 #endif
 
+/* COPY FROM's state (for the context of its errors) is visible from 14 on. */
+#if PG_VERSION_NUM >= 140000
+#define COLCRYPT_HAVE_COPYFROM_STATE 1
+#endif
+
 /* pg_b64_* took uint8 pointers from 18 on; colcrypt passes char. */
 #if PG_VERSION_NUM >= 180000
 #define COLCRYPT_B64_SRC(p) ((const uint8 *) (p))

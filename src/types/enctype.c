@@ -40,6 +40,9 @@
 #include "colcrypt/typelist.h"
 #include "colcrypt/types.h"
 #include "enctype_int.h"
+#ifdef COLCRYPT_HAVE_COPYFROM_STATE
+#include "commands/copyfrom_internal.h"
+#endif
 #include "commands/trigger.h"
 #include "parser/parse_coerce.h"
 #include "common/base64.h"
@@ -334,6 +337,39 @@ open_envelope(const cc_envelope *env, size_t *len)
 	return out;
 }
 
+/*
+ * Why an envelope that parses cannot be a value of type t, or NULL if it
+ * can: another type's code, or for a fixed-width plain type (int4, int8,
+ * float8, date, timestamptz) a plaintext of another length.  No valid
+ * ciphertext fails this; a relabelled, truncated or extended one can.
+ */
+static const char *
+misfit(const ColcryptTypeDesc *t, const cc_envelope *env)
+{
+	int16		typlen;
+
+	if (env->type != t->code)
+		return psprintf("The ciphertext holds a value of type %s.", desc_of(env->type)->name);
+	typlen = plain_info(t)->typlen;
+	if (typlen > 0 && env->ctlen != (size_t) typlen)
+		return psprintf("A value of type %s has %d bytes of plaintext; this ciphertext has %zu.",
+						t->name, typlen, env->ctlen);
+	return NULL;
+}
+
+/* Raise XX001 if a stored or computed envelope cannot be of type t. */
+static void
+check_fits(const ColcryptTypeDesc *t, const cc_envelope *env)
+{
+	const char *why = misfit(t, env);
+
+	if (why != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("encrypted value is not a value of type %s", t->name),
+				 errdetail("%s", why)));
+}
+
 /* Decrypt a datum of type t into a plain datum. */
 Datum
 open_datum(const ColcryptTypeDesc *t, struct varlena *v)
@@ -344,11 +380,7 @@ open_datum(const ColcryptTypeDesc *t, struct varlena *v)
 	Datum		d;
 
 	parse_datum(v, &env);
-	if (env.type != t->code)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("encrypted value holds a %s, not a %s",
-						desc_of(env.type)->name, t->name)));
+	check_fits(t, &env);
 	pt = open_envelope(&env, &len);
 	d = bytes_to_plain(t, pt, len);
 	pfree(pt);
@@ -418,6 +450,8 @@ apply_typmod(const ColcryptTypeDesc *t, struct varlena *v, int32 typmod)
 		return v;
 	v = PG_DETOAST_DATUM_PACKED(v);
 	parse_datum(v, &env);
+	/* Checked before a value is stored as is, not only when decrypted. */
+	check_fits(t, &env);
 	target = ColcryptTypmodKeyId(typmod);
 	det = ColcryptTypmodIsDeterministic(typmod);
 	if (env.key_id == target &&
@@ -431,11 +465,6 @@ apply_typmod(const ColcryptTypeDesc *t, struct varlena *v, int32 typmod)
 				 errmsg("value encrypted with data key \"%s\" cannot be stored under data key \"%s\"",
 						key_label(env.key_id), key_label(target)),
 				 errdetail("Moving a value to another key re-encrypts it, which needs the decrypt privilege on its key.")));
-	if (env.type != t->code)
-		ereport(ERROR,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("encrypted value holds a %s, not a %s",
-						desc_of(env.type)->name, t->name)));
 	pt = open_envelope(&env, &len);
 	res = seal_bytes(t, target, det, pt, len);
 	pfree(pt);
@@ -487,15 +516,15 @@ envelope_input(const ColcryptTypeDesc *t, const char *bytes, size_t len, bool bi
 {
 	cc_envelope env;
 	cc_env_status st;
+	const char *why;
 	struct varlena *v;
 
 	st = cc_envelope_parse((const uint8 *) bytes, len, &env);
 	if (st != CC_ENV_OK)
 		reject_malformed(t, binary, cc_env_status_string(st));
-	if (env.type != t->code)
-		reject_malformed(t, binary,
-						 psprintf("The ciphertext holds a value of type %s.",
-								  desc_of(env.type)->name));
+	why = misfit(t, &env);
+	if (why != NULL)
+		reject_malformed(t, binary, why);
 
 	/* Moving ciphertext is for sessions that are moving ciphertext. */
 	if (!(colcrypt_output == COLCRYPT_OUTPUT_CIPHERTEXT ||
@@ -610,7 +639,7 @@ plain_input(const ColcryptTypeDesc *t, char *str)
  */
 
 static Datum
-enc_in(FunctionCallInfo fcinfo, int code)
+enc_in_value(FunctionCallInfo fcinfo, int code)
 {
 	const ColcryptTypeDesc *t = desc_of(code);
 	char	   *str = PG_GETARG_CSTRING(0);
@@ -620,6 +649,55 @@ enc_in(FunctionCallInfo fcinfo, int code)
 		PG_RETURN_POINTER(apply_typmod(t, parse_text_form(t, str), typmod));
 	PG_RETURN_POINTER(seal_plain(t, typmod, plain_input(t, str)));
 }
+
+#ifdef COLCRYPT_HAVE_COPYFROM_STATE
+/*
+ * COPY FROM in text or csv format adds the column's input to the context
+ * of an error its input function raises ("COPY t, line 1, column c:
+ * \"...\""): here the plaintext, or a string meant to be stored as one.
+ * While an encrypted type's input function runs under COPY, that context
+ * names the line and column only, as COPY does for binary input.
+ */
+static void
+copy_error_context(void *arg)
+{
+	CopyFromState cstate = (CopyFromState) arg;
+
+	if (cstate->cur_attname != NULL)
+		errcontext("COPY %s, line %llu, column %s", cstate->cur_relname,
+				   (unsigned long long) cstate->cur_lineno, cstate->cur_attname);
+	else
+		CopyFromErrorCallback(arg);
+}
+
+static Datum
+enc_in(FunctionCallInfo fcinfo, int code)
+{
+	ErrorContextCallback *volatile copy = error_context_stack;
+	Datum		result;
+
+	if (copy == NULL || copy->callback != CopyFromErrorCallback)
+		return enc_in_value(fcinfo, code);
+	copy->callback = copy_error_context;
+	PG_TRY();
+	{
+		result = enc_in_value(fcinfo, code);
+	}
+	PG_FINALLY();
+	{
+		copy->callback = CopyFromErrorCallback;
+	}
+	PG_END_TRY();
+	return result;
+}
+#else
+/* Before 14 COPY's state is private to copy.c: its context keeps the value. */
+static Datum
+enc_in(FunctionCallInfo fcinfo, int code)
+{
+	return enc_in_value(fcinfo, code);
+}
+#endif
 
 static Datum
 enc_out(FunctionCallInfo fcinfo, int code)
