@@ -40,6 +40,14 @@ TAP_TESTS = 1
 EXTRA_CLEAN = tmp_regress tmp_providers test/test_crypto test/test_envelope test/test_ttlv test/test_sigv4 test/sigv4_verify.log bench/gcm_micro test/p11shim.so test/proto_client \
 	results regression.diffs regression.out
 
+# make SANITIZE=1: colcrypt.so built with AddressSanitizer and
+# UndefinedBehaviorSanitizer.  The server must then start with the ASan
+# runtime preloaded; scripts/test.sh --sanitize does all of it.
+ifdef SANITIZE
+PG_CFLAGS += -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+SHLIB_LINK += -fsanitize=address,undefined
+endif
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

@@ -17,7 +17,7 @@ export PATH="$PG_BIN:$PATH"
 BUILD_PACKAGES=(
     postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-client-$PG_MAJOR
     build-essential pkg-config libssl-dev libcurl4-openssl-dev libjson-c-dev
-    libp11-kit-dev libipc-run-perl clang libclang-rt-14-dev
+    libp11-kit-dev libipc-run-perl clang libclang-rt-14-dev gdb
     softhsm2 opensc python3-pykmip python3-cryptography openssl
 )
 
@@ -48,10 +48,17 @@ install_packages() {
 }
 
 # Build with warnings as errors and install into PostgreSQL $PG_MAJOR.
+# build_and_install [make variables...], e.g. SANITIZE=1.  A build with other
+# flags than the last one starts from clean objects.
 build_and_install() {
-    say "Building colcrypt (PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}'))"
-    make -C "$ROOT" -s PG_CONFIG="$PG_CONFIG" COPT=-Werror
-    make -C "$ROOT" -s PG_CONFIG="$PG_CONFIG" install >/dev/null
+    local flags="$*"
+    say "Building colcrypt (PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}'))${flags:+ with $flags}"
+    if [ "$(cat "$ROOT/.build-flags" 2>/dev/null)" != "$flags" ]; then
+        make -C "$ROOT" -s PG_CONFIG="$PG_CONFIG" clean >/dev/null
+        echo "$flags" > "$ROOT/.build-flags"
+    fi
+    make -C "$ROOT" -s PG_CONFIG="$PG_CONFIG" COPT=-Werror "$@"
+    make -C "$ROOT" -s PG_CONFIG="$PG_CONFIG" "$@" install >/dev/null
 }
 
 # A copy of the tree the postgres user can write to (pg_regress and the TAP

@@ -9,12 +9,28 @@
 #   4. the TAP tests (restarts, no plaintext on disk, connection storms,
 #      dump and restore, provider failures, the extended protocol, SoftHSM2
 #      and PyKMIP as real key providers, Vault and AWS KMS emulators).
+#
+# scripts/test.sh --sanitize runs steps 3 and 4 with colcrypt built under
+# AddressSanitizer and UndefinedBehaviorSanitizer (make SANITIZE=1), the
+# ASan runtime preloaded into every process the tests start, and fails on
+# any sanitizer report in a server log; the normal build is installed again
+# afterwards.  (The unit tests and the fuzzers are sanitized in both modes.)
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 require_root "$@"
 
+SANITIZE=
+[ "${1:-}" = "--sanitize" ] && SANITIZE=1
+
 START=$(date +%s)
 install_packages "${BUILD_PACKAGES[@]}"
-build_and_install
+if [ -n "$SANITIZE" ]; then
+    build_and_install SANITIZE=1
+    # Whatever happens, leave the normal build installed: a sanitized
+    # colcrypt.so cannot load into a server started without the runtime.
+    trap 'build_and_install >/dev/null' EXIT
+else
+    build_and_install
+fi
 
 WYCHEPROOF=${COLCRYPT_WYCHEPROOF:-$ROOT/../shared/testvectors/wycheproof}
 [ -f "$WYCHEPROOF/aes_gcm_test.json" ] ||
@@ -50,7 +66,7 @@ stop_fixtures() {
     as_postgres "$WORK/test/vault/server.sh" stop "$COLCRYPT_TEST_VAULT" || true
     as_postgres "$WORK/test/awskms/server.sh" stop "$COLCRYPT_TEST_AWSKMS" || true
 }
-trap stop_fixtures EXIT
+trap 'stop_fixtures; [ -z "$SANITIZE" ] || build_and_install >/dev/null' EXIT
 
 say "Key provider fixtures: the Vault and AWS KMS emulators"
 export COLCRYPT_TEST_VAULT="$WORK/tmp_providers/vault"
@@ -61,6 +77,16 @@ export COLCRYPT_TEST_AWSKMS="$WORK/tmp_providers/awskms"
 COLCRYPT_TEST_AWSKMS_PORT=$(free_port)
 export COLCRYPT_TEST_AWSKMS_PORT
 as_postgres "$WORK/test/awskms/server.sh" start "$COLCRYPT_TEST_AWSKMS" "$COLCRYPT_TEST_AWSKMS_PORT"
+
+if [ -n "$SANITIZE" ]; then
+    # Every process the tests start inherits these; the server writes the
+    # sanitizers' reports to its log.  PostgreSQL frees much at exit only,
+    # so leak checking is off; a report stops the process (abort).
+    LD_PRELOAD=$(gcc -print-file-name=libasan.so)
+    export LD_PRELOAD
+    export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fi
 
 say "pg_regress and TAP tests (in $WORK)"
 if ! as_postgres make -C "$WORK" installcheck PG_CONFIG="$PG_CONFIG" PROVE_FLAGS="--timer"; then
@@ -75,6 +101,22 @@ fi
 
 stop_fixtures
 trap - EXIT
+if [ -n "$SANITIZE" ]; then
+    unset LD_PRELOAD
+    say "Sanitizer reports in the server logs"
+    reports=$(grep -l -E 'ERROR: AddressSanitizer|runtime error:' \
+        "$WORK"/tmp_regress/log/*.log "$WORK"/tmp_check/log/*.log 2>/dev/null)
+    if [ -n "$reports" ]; then
+        status=1
+        for f in $reports; do
+            say "$f"
+            grep -B2 -A30 -E 'ERROR: AddressSanitizer|runtime error:' "$f" | head -80
+        done
+    else
+        echo "none (logs of $(ls "$WORK"/tmp_regress/log/*.log "$WORK"/tmp_check/log/*.log 2>/dev/null | wc -l) servers and tests searched)"
+    fi
+    build_and_install >/dev/null
+fi
 
 say "Finished in $(( $(date +%s) - START )) s"
 if [ $status -ne 0 ]; then
