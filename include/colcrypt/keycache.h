@@ -38,6 +38,12 @@ extern ColcryptCacheResult ColcryptKeyCacheAcquire(uint32 key_id, uint32 version
 extern void ColcryptKeyCacheFill(uint32 key_id, uint32 version,
 								 const uint8 *dek, uint64 epoch_seen,
 								 TimestampTz *loaded_at);
+
+/*
+ * Give up a load, from PG_CATCH while its error is being thrown: backends
+ * that waited for it fail with the same error (unless it is a cancel or
+ * the like) rather than each asking the provider in turn.
+ */
 extern void ColcryptKeyCacheAbandon(uint32 key_id, uint32 version);
 
 /*

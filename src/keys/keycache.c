@@ -32,6 +32,16 @@
  *	   that (a stuck or dead loader) they take the slot over.  A loader
  *	   that errors out abandons its slot in PG_CATCH; one that exits
  *	   abandons it in a shmem-exit callback.
+ *	 - A loader that fails also leaves its error, under the number of its
+ *	   load, in a small ring (failed, under the lock), and the backends
+ *	   that waited for that load raise the same error instead of asking
+ *	   the provider again.  Otherwise, with a provider that stops
+ *	   answering, each waiter became the next loader in turn and waited
+ *	   for every earlier one's colcrypt.kms_timeout first, with no bound
+ *	   while other backends kept taking turns (t/018: statements of a
+ *	   four-client workload failed after up to 13 s with a 1.5 s
+ *	   kms_timeout).  Only the loads they waited for: the next statement
+ *	   asks the provider again, so recovery is not delayed.
  *	 - The transit secret is written once, in the postmaster, before any
  *	   backend exists, and only read afterwards.
  *
@@ -53,6 +63,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
@@ -72,9 +83,25 @@ typedef struct KeySlot
 	int			loader_pid;		/* LOADING: pid of the loader */
 	TimestampTz loading_since;	/* LOADING: when the loader started */
 	TimestampTz loaded_at;		/* VALID: when the key was unwrapped */
+	uint64		load;			/* LOADING: its number, from KeyCacheShared.loads */
 	pg_atomic_uint64 last_used; /* LRU stamp from KeyCacheShared.clock */
 	uint8		dek[CC_DEK_LEN];	/* VALID: the unwrapped key */
 } KeySlot;
+
+/*
+ * A load that failed, for the backends that waited for it.  The message is
+ * the loader's error message: a provider failure names the provider, its
+ * kind and the cause, never a secret or key material.
+ */
+#define FAILED_LOADS 32
+#define FAILED_MESSAGE_LEN 512
+
+typedef struct FailedLoad
+{
+	uint64		load;			/* KeySlot.load of the failed load; 0: unused */
+	int			sqlerrcode;		/* the loader's SQLSTATE */
+	char		message[FAILED_MESSAGE_LEN];
+} FailedLoad;
 
 typedef struct KeyCacheShared
 {
@@ -90,6 +117,9 @@ typedef struct KeyCacheShared
 	pg_atomic_uint64 expirations;	/* slots dropped at their TTL */
 	pg_atomic_uint32 transit_generation;	/* last transit generation handed out */
 	uint8		transit_secret[CC_AES256_KEY_LEN];	/* never leaves memory */
+	uint64		loads;			/* loads begun (under the lock) */
+	int			next_failed;	/* next entry of failed to reuse (under the lock) */
+	FailedLoad	failed[FAILED_LOADS];	/* recent failed loads (under the lock) */
 	int			nslots;			/* colcrypt.key_cache_entries */
 	KeySlot		slots[FLEXIBLE_ARRAY_MEMBER];
 } KeyCacheShared;
@@ -319,12 +349,23 @@ abandon_own_slots(int code, Datum arg)
 		ConditionVariableBroadcast(&cache->loaded);
 }
 
+/* The failure of load number load, if it is still in the ring. */
+static FailedLoad *
+find_failed(uint64 load)
+{
+	for (int i = 0; i < FAILED_LOADS; i++)
+		if (cache->failed[i].load == load)
+			return &cache->failed[i];
+	return NULL;
+}
+
 ColcryptCacheResult
 ColcryptKeyCacheAcquire(uint32 key_id, uint32 version, uint8 *dek,
 						TimestampTz *loaded_at)
 {
 	KeyCacheShared *c = get_cache();
 	long		wait_ms = (long) colcrypt_kms_timeout + 1000;
+	uint64		waited_for = 0; /* the load this backend last waited for */
 
 	for (;;)
 	{
@@ -362,10 +403,36 @@ ColcryptKeyCacheAcquire(uint32 key_id, uint32 version, uint8 *dek,
 			pg_atomic_fetch_add_u64(&c->hits, 1);
 			return COLCRYPT_CACHE_HIT;
 		}
+
+		/*
+		 * The load this backend waited for is over and did not fill the
+		 * slot: if it failed, fail with its error (see the locking protocol
+		 * above) rather than asking the provider in turn.  (If it was
+		 * dropped instead, or its failure has left the ring, load.)
+		 */
+		if (waited_for != 0 &&
+			!(s != NULL && s->state == SLOT_LOADING && s->load == waited_for))
+		{
+			FailedLoad *f = find_failed(waited_for);
+
+			if (f != NULL)
+			{
+				int			code = f->sqlerrcode;
+				char		msg[FAILED_MESSAGE_LEN];
+
+				strlcpy(msg, f->message, sizeof(msg));
+				LWLockRelease(c->lock);
+				ereport(ERROR,
+						(errcode(code),
+						 errmsg("%s", msg),
+						 errdetail("This session waited for another one's call to the key provider for the same key, which failed.")));
+			}
+		}
 		if (s != NULL && s->state == SLOT_LOADING && s->loader_pid != MyProcPid &&
 			!TimestampDifferenceExceeds(s->loading_since, now, wait_ms))
 		{
 			/* Someone else is asking the provider: wait for them. */
+			waited_for = s->load;
 			ConditionVariablePrepareToSleep(&c->loaded);
 			LWLockRelease(c->lock);
 			(void) ConditionVariableTimedSleep(&c->loaded, wait_ms,
@@ -390,6 +457,7 @@ ColcryptKeyCacheAcquire(uint32 key_id, uint32 version, uint8 *dek,
 		s->state = SLOT_LOADING;
 		s->loader_pid = MyProcPid;
 		s->loading_since = now;
+		s->load = ++c->loads;
 		touch(s);
 		LWLockRelease(c->lock);
 		pg_atomic_fetch_add_u64(&c->misses, 1);
@@ -430,16 +498,51 @@ ColcryptKeyCacheFill(uint32 key_id, uint32 version, const uint8 *dek,
 	ConditionVariableBroadcast(&c->loaded);
 }
 
+/*
+ * Called in PG_CATCH, while the loader's error is being thrown: the slot is
+ * given up and, unless the error is about this session rather than the key
+ * or its provider (a cancel, a termination, resources, a rollback), left
+ * for the backends that waited for this load.
+ */
 void
 ColcryptKeyCacheAbandon(uint32 key_id, uint32 version)
 {
 	KeyCacheShared *c = get_cache();
 	KeySlot    *s;
+	int			code = geterrcode();
+	int			category = ERRCODE_TO_CATEGORY(code);
+	char		msg[FAILED_MESSAGE_LEN] = "";
+	bool		share;
+
+	share = category != ERRCODE_OPERATOR_INTERVENTION &&
+		category != ERRCODE_INSUFFICIENT_RESOURCES &&
+		category != ERRCODE_PROGRAM_LIMIT_EXCEEDED &&
+		category != ERRCODE_TRANSACTION_ROLLBACK;
+	if (share)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+		ErrorData  *ed = CopyErrorData();
+
+		MemoryContextSwitchTo(old);
+		strlcpy(msg, ed->message ? ed->message : "", sizeof(msg));
+		FreeErrorData(ed);
+	}
 
 	LWLockAcquire(c->lock, LW_EXCLUSIVE);
 	s = find_slot(key_id, version);
 	if (s != NULL && s->state == SLOT_LOADING && s->loader_pid == MyProcPid)
+	{
+		if (share)
+		{
+			FailedLoad *f = &c->failed[c->next_failed];
+
+			c->next_failed = (c->next_failed + 1) % FAILED_LOADS;
+			f->load = s->load;
+			f->sqlerrcode = code;
+			strlcpy(f->message, msg, sizeof(f->message));
+		}
 		wipe_slot(s);
+	}
 	LWLockRelease(c->lock);
 	ConditionVariableBroadcast(&c->loaded);
 }
