@@ -22,7 +22,7 @@ SRCS = src/colcrypt.c \
 	src/providers/kmip.c src/providers/ttlv.c \
 	src/providers/http.c src/providers/json.c src/providers/sigv4.c \
 	src/providers/vault.c src/providers/awskms.c \
-	src/types/typedesc.c src/types/enctype.c src/types/compare.c src/types/ddl_guard.c \
+	src/types/typedesc.c src/types/enctype.c src/types/compare.c src/types/ddl_guard.c src/types/logredact.c \
 	src/exec/batch.c src/exec/batchscan.c
 OBJS = $(SRCS:.c=.o)
 

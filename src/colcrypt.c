@@ -128,6 +128,7 @@ _PG_init(void)
 	ColcryptKeyCacheInit();
 	ColcryptKeyAccessInit();
 	ColcryptDdlGuardInit();
+	ColcryptLogRedactInit();
 	ColcryptBatchScanInit();
 }
 

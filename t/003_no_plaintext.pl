@@ -110,6 +110,26 @@ $node->safe_psql('postgres', "COPY ctl (id, s) FROM STDIN;\n$copy\\.\n");
 my ($ret, $out, $err) = $node->psql('postgres', qq{INSERT INTO enc (id, b) VALUES (9000, '\\xZZ$secret-err')});
 isnt($ret, 0, 'invalid bytea input fails');
 unlike($err, qr/$secret/, 'and its error message does not echo the value');
+# Constraint violations: PostgreSQL details the offending values, through
+# the output functions (plaintext for this role), to the client; the server
+# log must get a detail without them.
+$node->safe_psql('postgres', q{
+	CREATE TABLE uq (id integer NOT NULL, e colcrypt.encrypted_text(k1, deterministic),
+	                 CHECK (id > 0));
+	CREATE UNIQUE INDEX uq_e ON uq (e colcrypt.encrypted_text_det_ops);
+});
+$node->safe_psql('postgres', qq{INSERT INTO uq VALUES (1, '$secret-uq')});
+for my $case ([ 'unique violation', qq{INSERT INTO uq VALUES (2, '$secret-uq')}, qr/Key \(e\)=\($secret-uq\) already exists/ ],
+	[ 'NOT NULL violation', qq{INSERT INTO uq VALUES (NULL, '$secret-nn')}, qr/Failing row contains \(null, $secret-nn\)/ ],
+	[ 'CHECK violation', qq{INSERT INTO uq VALUES (-1, '$secret-ck')}, qr/Failing row contains \(-1, $secret-ck\)/ ])
+{
+	my ($what, $sql, $detail) = @$case;
+	($ret, $out, $err) = $node->psql('postgres', $sql);
+	like($err, $detail, "$what: the client gets the detail with the values");
+}
+like(slurp_file($node->logfile), qr/DETAIL:  Values are not logged: the table has encrypted columns\./,
+	'the server log gets a detail without them');
+
 # Plaintext that is both read and shown must not be logged by colcrypt.
 $node->safe_psql('postgres', 'SELECT count(*) FROM enc WHERE s = (SELECT s FROM enc WHERE id = 1)');
 

@@ -63,6 +63,7 @@ extern void ColcryptGuardKeyMaterial(void);
 extern void ColcryptKeyCacheInit(void);
 extern void ColcryptKeyAccessInit(void);
 extern void ColcryptDdlGuardInit(void);
+extern void ColcryptLogRedactInit(void);
 
 /* Name of the extension's schema. */
 #define COLCRYPT_SCHEMA "colcrypt"
