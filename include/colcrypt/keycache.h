@@ -66,6 +66,15 @@ extern void ColcryptKeyCacheCountProviderCall(bool failed);
 extern uint64 ColcryptCatalogEpoch(void);
 extern void ColcryptBumpCatalogEpoch(void);
 
+/*
+ * A catalog change being committed: announced before its commit becomes
+ * visible, ended (committed or not) after.  An epoch read while one is
+ * under way is not settled: metadata cached before it cannot be trusted.
+ */
+extern void ColcryptCatalogCommitBegins(void);
+extern void ColcryptCatalogCommitEnds(bool committed);
+extern bool ColcryptCatalogEpochSettled(uint64 epoch);
+
 /* The transit key of a generation, derived from the per-server secret. */
 extern uint32 ColcryptTransitNextGeneration(void);
 extern void ColcryptTransitKey(uint32 generation, uint8 key[CC_AES256_KEY_LEN]);

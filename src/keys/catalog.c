@@ -14,6 +14,15 @@
  * Cached metadata is thrown away when
  *	 - the shared catalog epoch moved: another backend committed a change
  *	   (primary only; shared memory is per server), or
+ *	 - another backend is committing a change right now (the epoch is not
+ *	   settled): its commit becomes visible before it can move the epoch,
+ *	   and in between a third backend may already read the change (a new
+ *	   active version) and commit values under it.  A statement whose
+ *	   snapshot sees those values must see the version too, or a
+ *	   deterministic lookup (_det_candidates) misses them: t/017 caught
+ *	   such a lookup finding 201 of 202 rows just after a rotate_key.  So
+ *	   the change is announced before it becomes visible (PRE_COMMIT), and
+ *	   while it is, every check reloads (reads the catalog afresh), or
  *	 - a relcache invalidation names one of our tables: sent by every change
  *	   through ColcryptCatalogChanged, WAL-logged with the commit and so
  *	   replayed on standbys too, or
@@ -44,6 +53,7 @@
 #include "colcrypt/crypto.h"
 #include "colcrypt/keycache.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
@@ -251,6 +261,7 @@ static uint64 meta_epoch = 0;	/* catalog epoch the cache was loaded at */
 static uint64 meta_generation = 1;
 static bool meta_stale = true;
 static bool changed_in_xact = false;
+static bool commit_announced = false;	/* ColcryptCatalogCommitBegins done */
 static List *forget_at_commit = NIL;	/* (key_id, version) pairs, as int8 */
 static bool callbacks_registered = false;
 
@@ -284,10 +295,21 @@ catalog_xact_cb(XactEvent event, void *arg)
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+			/* Announce the change before it becomes visible (see the top). */
+			if (changed_in_xact && !commit_announced)
+			{
+				ColcryptCatalogCommitBegins();
+				commit_announced = true;
+			}
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-			if (changed_in_xact)
+			if (commit_announced)
+				ColcryptCatalogCommitEnds(true);
+			else if (changed_in_xact)
 				ColcryptBumpCatalogEpoch();
+			commit_announced = false;
 			{
 				ListCell   *lc;
 
@@ -304,6 +326,10 @@ catalog_xact_cb(XactEvent event, void *arg)
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			/* An error after PRE_COMMIT: the change never became visible. */
+			if (commit_announced)
+				ColcryptCatalogCommitEnds(false);
+			commit_announced = false;
 			/* The cache may hold this transaction's rolled-back changes. */
 			if (changed_in_xact)
 				meta_stale = true;
@@ -341,9 +367,15 @@ ColcryptCatalogCheckFreshness(void)
 	uint64		epoch;
 
 	register_callbacks();
-	/* Read the epoch before loading anything, so a later bump is noticed. */
+	/*
+	 * Read the epoch before loading anything, so a later bump is noticed;
+	 * after the caller's snapshot (the read barrier), so a change that
+	 * snapshot sees is either counted or still being committed.
+	 */
+	pg_read_barrier();
 	epoch = ColcryptCatalogEpoch();
-	if (!meta_stale && epoch == meta_epoch && meta_cache != NULL)
+	if (!meta_stale && epoch == meta_epoch && meta_cache != NULL &&
+		ColcryptCatalogEpochSettled(epoch))
 		return;
 
 	if (MetaContext == NULL)

@@ -147,6 +147,17 @@ cache_struct_size(void)
 					mul_size(colcrypt_key_cache_entries, sizeof(KeySlot)));
 }
 
+/*
+ * The catalog epoch counts, above EPOCH_IN_FLIGHT_BITS, the catalog changes
+ * committed and, below, those being committed right now: from just before
+ * their commit becomes visible (PRE_COMMIT) to just after (COMMIT, where
+ * one atomic addition moves a change from the one count to the other), so
+ * that a backend whose check falls between the two sees that its metadata
+ * may be older than what its snapshot sees (see catalog.c).
+ */
+#define EPOCH_IN_FLIGHT_BITS 20
+#define EPOCH_ONE ((uint64) 1 << EPOCH_IN_FLIGHT_BITS)
+
 /* The request: the struct rounded to whole pages, plus a page to align it. */
 static Size
 cache_request_size(void)
@@ -189,7 +200,7 @@ keycache_shmem_startup(void)
 		cache->lock = &(GetNamedLWLockTranche("colcrypt_keycache"))->lock;
 		ConditionVariableInit(&cache->loaded);
 		pg_atomic_init_u64(&cache->clock, 0);
-		pg_atomic_init_u64(&cache->epoch, 1);
+		pg_atomic_init_u64(&cache->epoch, EPOCH_ONE);
 		pg_atomic_init_u64(&cache->hits, 0);
 		pg_atomic_init_u64(&cache->misses, 0);
 		pg_atomic_init_u64(&cache->provider_calls, 0);
@@ -675,10 +686,31 @@ ColcryptCatalogEpoch(void)
 	return pg_atomic_read_u64(&get_cache()->epoch);
 }
 
+bool
+ColcryptCatalogEpochSettled(uint64 epoch)
+{
+	return (epoch & (EPOCH_ONE - 1)) == 0;
+}
+
 void
 ColcryptBumpCatalogEpoch(void)
 {
+	pg_atomic_fetch_add_u64(&get_cache()->epoch, EPOCH_ONE);
+}
+
+void
+ColcryptCatalogCommitBegins(void)
+{
 	pg_atomic_fetch_add_u64(&get_cache()->epoch, 1);
+}
+
+void
+ColcryptCatalogCommitEnds(bool committed)
+{
+	if (committed)
+		pg_atomic_fetch_add_u64(&get_cache()->epoch, EPOCH_ONE - 1);
+	else
+		pg_atomic_fetch_sub_u64(&get_cache()->epoch, 1);
 }
 
 uint32
