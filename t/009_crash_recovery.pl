@@ -16,7 +16,9 @@ use ColcryptTest;
 my $rows = 150000;
 my $nkeys = 200;
 
-my $node = ColcryptTest::new_node('crash_recovery', conf => "restart_after_crash = on\n");
+my $secret = ColcryptTest::run_marker('SECRETMARK');
+my $node = ColcryptTest::new_node('crash_recovery', production_logging => 1,
+	conf => "restart_after_crash = on\n");
 $node->start;
 ColcryptTest::setup_keys($node, 'postgres', $node->basedir . '/keyring', 'big');
 $node->safe_psql('postgres', qq{
@@ -24,7 +26,7 @@ $node->safe_psql('postgres', qq{
 	                  v colcrypt.encrypted_text(big),
 	                  n colcrypt.encrypted_int8(big),
 	                  d colcrypt.encrypted_int4(big, deterministic));
-	INSERT INTO big SELECT g, 'secret ' || g, g * 3, g % 1000 FROM generate_series(1, $rows) g;
+	INSERT INTO big SELECT g, '$secret ' || g, g * 3, g % 1000 FROM generate_series(1, $rows) g;
 	VACUUM ANALYZE big;
 });
 
@@ -112,7 +114,7 @@ $node->safe_psql('postgres', qq{
 		FOR i IN 1..$nkeys LOOP
 			PERFORM colcrypt.create_key('mk' || i, 'cmk');
 			EXECUTE format('CREATE TABLE m%s (v colcrypt.encrypted_text(mk%s))', i, i);
-			EXECUTE format('INSERT INTO m%s VALUES (%L)', i, 'secret of key ' || i);
+			EXECUTE format('INSERT INTO m%s VALUES (%L)', i, '$secret of key ' || i);
 		END LOOP;
 	END \$\$;
 	CREATE FUNCTION read_all() RETURNS text LANGUAGE plpgsql AS \$\$
@@ -189,5 +191,7 @@ is($node->safe_psql('postgres', q{SELECT count(*) FROM colcrypt.audit_log
 	WHERE action = 'rewrap' AND outcome = 'rolled back'}), $nversions - 1,
 	'the re-wraps of the failed rotation are audited as rolled back');
 
+$node->safe_psql('postgres', q{CREATE TABLE ctl AS SELECT 'PLAIN' || 'MARK-009' AS s; CHECKPOINT});
+ColcryptTest::assert_no_plaintext($node, [$secret], controls => ['PLAINMARK-009'], what => 'after the crashes');
 $node->stop;
 done_testing();
