@@ -452,6 +452,8 @@ take_auth(VaultHandle *h, const ColcryptHttpResponse *resp, bool renewal,
 								 : "Vault's AppRole login answer has no token", NULL);
 		return false;
 	}
+	/* Any real lease is far shorter; a larger one would overflow the arithmetic below. */
+	lease = Min(lease, (long) PG_INT32_MAX);
 	if (!renewal || strcmp(token, h->token ? h->token : "") != 0)
 		set_token(h, token);
 	h->renewable = renewable != NULL && strcmp(renewable->value, "true") == 0;

@@ -8,7 +8,8 @@
 #   test/fuzz/run.sh long SECONDS HARNESS...    the same, then merge the
 #       inputs that add coverage into test/fuzz/corpus/<harness>/
 #
-# One harness at a time, one process each.  Exits non-zero if any harness
+# One harness at a time, one process each (libFuzzer's default; -jobs would
+# fork and write fuzz-N.log into the current directory).  Exits non-zero if any harness
 # crashed, leaked, timed out (10 s for one input) or ran out of memory.
 set -euo pipefail
 
@@ -35,7 +36,7 @@ for harness in "$@"; do
     rc=0
     "$harness" "$work/corpus" "${dict[@]}" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=8192 \
-        -jobs=1 -workers=1 -print_final_stats=1 \
+        -print_final_stats=1 \
         -artifact_prefix="$work/artifacts/" >"$work/log" 2>&1 || rc=$?
 
     # libFuzzer's last status line and final statistics.
