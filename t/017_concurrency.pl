@@ -8,6 +8,12 @@
 # table's indexes find with the shadow, in one snapshot, and fail the
 # client if they differ.
 #
+# Beside it, a second session rotates two other keys (under a master key
+# of their own) back to back, over and over, while the load inserts rows
+# under both and looks them up: right after a rotate_key commits, a
+# deterministic lookup must find the rows other sessions have already
+# written under the new version (it once missed them: see catalog.c).
+#
 # Checked: no client error (pgbench's own counts, its exit status, and the
 # server log: no ERROR and no deadlock while the load ran); every rotation
 # step of every iteration succeeded; per column, the decrypted contents of
@@ -37,6 +43,7 @@ my $seconds = $ENV{COLCRYPT_CONCURRENCY_SECONDS} // ($long ? 60 : 15);
 my $clients = 8;
 my $rows = 10000;                  # initial rows, ids 1 .. $rows
 my $kspace = int($rows * 1.5);     # upsert keys 'k1' .. 'k15000'
+my $storm_pairs = $long ? 400 : 200;   # rotate_key('sa') + rotate_key('sb'), spread over the load
 
 my $marker = ColcryptTest::run_marker('SECRETMARK');
 my $control = ColcryptTest::run_marker('PLAINMARK');
@@ -83,6 +90,18 @@ $node->safe_psql('postgres', qq{
 	CREATE TABLE ctl (id integer PRIMARY KEY, s text);
 	INSERT INTO ctl SELECT g, '$c1' || '$c2' || '-' || g FROM generate_series(1, 1000) g;
 	VACUUM ANALYZE enc, shadow, ctl;
+	-- The rotation storm's keys, table and shadow.
+	SELECT colcrypt.add_master_key('smk', 'dev', 'test-smk');
+	SELECT colcrypt.create_key('sa', 'smk');
+	SELECT colcrypt.create_key('sb', 'smk');
+	CREATE TABLE storm (id bigint PRIMARY KEY, a colcrypt.encrypted_int4(sa, deterministic),
+	                    b colcrypt.encrypted_int4(sb, deterministic));
+	CREATE INDEX storm_a ON storm (a colcrypt.encrypted_int4_det_ops);
+	CREATE INDEX storm_b ON storm (b colcrypt.encrypted_int4_det_ops);
+	CREATE TABLE storm_shadow (id bigint PRIMARY KEY, a int4, b int4);
+	CREATE INDEX storm_shadow_a ON storm_shadow (a);
+	CREATE INDEX storm_shadow_b ON storm_shadow (b);
+	CREATE SEQUENCE storm_ids;
 });
 
 # ---- The workload ----------------------------------------------------
@@ -154,6 +173,17 @@ SELECT same((SELECT array_agg(id ORDER BY id) FROM enc WHERE det = @{[ $enc_text
 SELECT same((SELECT count(*) FROM enc WHERE tag = :t::int4), (SELECT count(*) FROM shadow WHERE tag = :t::int4), 'tag lookup');
 SELECT id FROM enc WHERE det >= @{[ $enc_text->('-k') ]} || :k ORDER BY det LIMIT 5;
 },
+	# A row under both storm keys' active versions, then lookups by each.
+	'storm.sql' => q{
+\set v random(0, 9)
+SELECT nextval('storm_ids') AS sid \gset
+BEGIN;
+INSERT INTO storm VALUES (:sid, :v::int4, :v::int4);
+INSERT INTO storm_shadow VALUES (:sid, :v::int4, :v::int4);
+END;
+SELECT same((SELECT count(*) FROM storm WHERE b = :v::int4), (SELECT count(*) FROM storm_shadow WHERE b = :v::int4), 'storm lookup by b');
+SELECT same((SELECT count(*) FROM storm WHERE a = :v::int4), (SELECT count(*) FROM storm_shadow WHERE a = :v::int4), 'storm lookup by a');
+},
 );
 for my $f (keys %scripts)
 {
@@ -162,7 +192,7 @@ for my $f (keys %scripts)
 	close $fh;
 }
 my @weights = ('upsert.sql@4', 'update_id.sql@3', 'update_det.sql@2', 'delete_id.sql@1',
-	'delete_det.sql@1', 'read.sql@3');
+	'delete_det.sql@1', 'read.sql@3', 'storm.sql@3');
 
 sub load_running
 {
@@ -191,6 +221,26 @@ for (my $i = 0; load_running() < $clients; $i++)
 	die "pgbench did not start: $err" if $i > 1000 || !$pg->pumpable;
 	usleep(10_000);
 }
+
+# ---- The rotation storm, in a session of its own ---------------------------
+# Back to back, each in its own transaction, paced to last the load.
+my $storm = $node->background_psql('postgres', on_error_stop => 0);
+$storm->query_until(qr/storm started/, sprintf(q{\echo storm started
+DO $$
+DECLARE n integer := 0;
+BEGIN
+	WHILE n < %d AND clock_timestamp() < to_timestamp(%.3f) LOOP
+		PERFORM colcrypt.rotate_key('sa');
+		COMMIT;
+		PERFORM colcrypt.rotate_key('sb');
+		COMMIT;
+		n := n + 1;
+		PERFORM pg_sleep(%.3f);
+	END LOOP;
+	RAISE NOTICE 'storm: % rotations of each key', n;
+END $$;
+\echo storm finished
+}, $storm_pairs, $t0 + $seconds - 1, ($seconds - 1) / $storm_pairs));
 
 # ---- The rotation loop, in one session, while the load runs ---------------
 my $rot = $node->background_psql('postgres', on_error_stop => 0);
@@ -226,6 +276,10 @@ while (time < $t0 + $seconds && $pg->pumpable)
 	eval { $pg->pump_nb };    # pgbench's output; it may have ended meanwhile
 }
 my $loop_secs = time - $t0;
+$storm->query_until(qr/storm finished/, '');
+my ($storm_n) = $storm->{stderr} =~ /storm: (\d+) rotations of each key/;
+unlike($storm->{stderr}, qr/ERROR|WARNING|FATAL/, 'the rotation storm ran without error') or diag $storm->{stderr};
+$storm->quit;
 
 # ---- The load's outcome --------------------------------------------------
 $pg->finish;
@@ -274,7 +328,9 @@ is($done{$_} // 0, $iters, "$_ ran in every iteration")
   for ('rotate_key acct', 'rotate_key tags', 'reencrypt', 'rotate_master_key');
 is($node->safe_psql('postgres', q{SELECT string_agg(name || '=' || max, ',' ORDER BY name)
 	FROM (SELECT name, max(version) FROM colcrypt.keys GROUP BY name) k}),
-	'acct=' . ($iters + 1) . ',tags=' . ($iters + 1), 'each rotation added one version per key');
+	'acct=' . ($iters + 1) . ',sa=' . ($storm_n + 1) . ',sb=' . ($storm_n + 1) . ',tags=' . ($iters + 1),
+	'each rotation added one version per key');
+cmp_ok($storm_n // 0, '>=', $storm_pairs / 2, 'the storm rotated both of its keys, back to back, many times');
 # rotate_master_key re-wraps every version of both keys: 2 (i + 1) at iteration i.
 is_deeply(\@rewrapped, [ map { 2 * ($_ + 1) } 1 .. $iters ], 'each master key rotation re-wrapped every version');
 is(scalar(@reencrypted), $iters, 'each reencrypt reported its end');
@@ -283,7 +339,7 @@ $rot->quit;
 # ---- Final state ---------------------------------------------------------
 $node->safe_psql('postgres', q{CALL colcrypt.reencrypt('enc', 1000)});
 my $active = $node->safe_psql('postgres', q{SELECT string_agg(name || '=' || version, ',' ORDER BY name)
-	FROM colcrypt.keys WHERE state = 'active'});
+	FROM colcrypt.keys WHERE state = 'active' AND name IN ('acct', 'tags')});
 is($active, 'acct=' . ($iters + 1) . ',tags=' . ($iters + 1), 'the last versions are the active ones');
 my $nrows = $node->safe_psql('postgres', 'SELECT count(*) FROM enc');
 my $not_active = $node->safe_psql('postgres', q{
@@ -360,17 +416,36 @@ for my $p (@paths)
 		  : "$what: every row's det finds exactly that row");
 }
 
+# The storm's table against its shadow, and every value looked up through
+# the det_ops indexes (under whichever of the many versions it was written).
+my $storm_rows = $node->safe_psql('postgres', 'SELECT count(*) FROM storm');
+is($storm_rows, $node->safe_psql('postgres', 'SELECT count(*) FROM storm_shadow'), "storm: the same rows ($storm_rows)");
+is($node->safe_psql('postgres', q{SELECT md5(string_agg(id || ':' || a || ':' || b, ',' ORDER BY id)) FROM storm}),
+	$node->safe_psql('postgres', q{SELECT md5(string_agg(id || ':' || a || ':' || b, ',' ORDER BY id)) FROM storm_shadow}),
+	'storm: md5 of the decrypted values equals the shadow\'s');
+my $storm_versions = $node->safe_psql('postgres',
+	q{SELECT count(DISTINCT colcrypt._key_version(a)) || ' ' || count(DISTINCT colcrypt._key_version(b)) FROM storm});
+my $storm_lookup = q{SELECT count(*) FILTER (WHERE ea = sa AND eb = sb) FROM generate_series(0, 9) v,
+	LATERAL (SELECT (SELECT count(*) FROM storm WHERE a = v) ea, (SELECT count(*) FROM storm WHERE b = v) eb,
+	                (SELECT count(*) FROM storm_shadow WHERE a = v) sa, (SELECT count(*) FROM storm_shadow WHERE b = v) sb) x};
+my $storm_plan = $node->safe_psql('postgres', "BEGIN; $idx EXPLAIN (COSTS OFF) $storm_lookup; ROLLBACK;");
+like($storm_plan, qr/Index Scan using storm_a on storm.*Index Scan using storm_b on storm/s,
+	'the storm lookups read the det_ops indexes') or diag $storm_plan;
+is($node->safe_psql('postgres', "BEGIN; $idx $storm_lookup; ROLLBACK;"), '10',
+	"storm: lookups of the 10 values find the shadow's counts (values under $storm_versions versions of sa and sb)");
+
 # ---- Figures ------------------------------------------------------------
 my $kms = ColcryptTest::cache_stats($node);
 is($kms->{kms_failures}, 0, 'no provider call failed');
 my $summary = sprintf('%s mode: load %.1f s (asked %d s), %d transactions (%s), %d failed; '
 	  . 'rotation loop %d iterations (%d ended under load; %.1f s each, max %.1f s): '
 	  . 'rotate_key acct %d, rotate_key tags %d, reencrypt %d (%s rows), rotate_master_key %d (%s versions); '
-	  . '%d rows checked in enc and shadow; KMS calls %d',
+	  . '%d rows checked in enc and shadow; storm: %d rotations of each key, %d rows (under %s versions); KMS calls %d',
 	$long ? 'long' : 'short', $load_secs, $seconds, $processed // 0, join('/', @per_script), $failed // -1,
 	$iters, $iters_under_load, $loop_secs / ($iters || 1), (sort { $b <=> $a } @iter_secs)[0] // 0,
 	map({ $done{$_} // 0 } 'rotate_key acct', 'rotate_key tags', 'reencrypt'), join('+', @reencrypted),
-	$done{'rotate_master_key'} // 0, join('+', @rewrapped), $nrows, $kms->{kms_calls});
+	$done{'rotate_master_key'} // 0, join('+', @rewrapped), $nrows, $storm_n // 0, $storm_rows, $storm_versions,
+	$kms->{kms_calls});
 diag $summary;
 note "pgbench output:\n$out";
 
