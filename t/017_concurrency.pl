@@ -266,6 +266,9 @@ while (time < $t0 + $seconds && $pg->pumpable)
 	my $it0 = time;
 	step('rotate_key acct', q{SELECT colcrypt.rotate_key('acct')});
 	step('rotate_key tags', q{SELECT colcrypt.rotate_key('tags')});
+	# What autovacuum does to the key catalogs at any time; it invalidates
+	# syscache entries of their names (which once made lookups fail).
+	step('vacuum', q{VACUUM colcrypt.master_key, colcrypt.provider, colcrypt.data_key, colcrypt.data_key_version});
 	my (undef, $notices) = step('reencrypt', q{CALL colcrypt.reencrypt('enc', 1000)});
 	push @reencrypted, $1 if defined $notices && $notices =~ /reencrypt enc: done, (\d+) rows re-encrypted/;
 	my ($n) = step('rotate_master_key', q{SELECT colcrypt.rotate_master_key('cmk')});
@@ -325,7 +328,7 @@ is(scalar(@step_errors), 0, 'every rotation step succeeded') or diag join("\n", 
 cmp_ok($iters, '>=', 2, 'the rotation loop completed at least two iterations');
 cmp_ok($iters_under_load, '>=', 1, 'at least one iteration ended with the load still running');
 is($done{$_} // 0, $iters, "$_ ran in every iteration")
-  for ('rotate_key acct', 'rotate_key tags', 'reencrypt', 'rotate_master_key');
+  for ('rotate_key acct', 'rotate_key tags', 'vacuum', 'reencrypt', 'rotate_master_key');
 is($node->safe_psql('postgres', q{SELECT string_agg(name || '=' || max, ',' ORDER BY name)
 	FROM (SELECT name, max(version) FROM colcrypt.keys GROUP BY name) k}),
 	'acct=' . ($iters + 1) . ',sa=' . ($storm_n + 1) . ',sb=' . ($storm_n + 1) . ',tags=' . ($iters + 1),

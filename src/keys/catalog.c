@@ -143,6 +143,9 @@ typedef struct CatRelInfo
 	Oid			pkeyid;
 } CatRelInfo;
 
+/* Times the relcache callback reset catrels[] (see catrel_resolve). */
+static uint64 catrels_resets = 0;
+
 static CatRelInfo catrels[CAT_NRELS] = {
 	[CAT_PROVIDER] = {"provider", "provider_pkey", InvalidOid, InvalidOid},
 	[CAT_MASTER_KEY] = {"master_key", "master_key_pkey", InvalidOid, InvalidOid},
@@ -161,18 +164,41 @@ ColcryptCatalogRelid(const char *relname)
 	return get_relname_relid(relname, nsp);
 }
 
-/* Resolve one catalog table; false when the extension is not installed. */
+/*
+ * Resolve one catalog table; false when the extension is not installed.
+ *
+ * A lookup that misses the syscache reads pg_class, and taking its lock
+ * processes pending invalidations, whose callback resets catrels[] when one
+ * names our tables (every key rotation sends one).  Assigning the results
+ * straight into catrels[] could leave relid reset by the second lookup
+ * while pkeyid was set, and the answer was then "not installed": under
+ * t/017's key rotations a pgbench client's statement failed with "master
+ * key ... is missing from the catalog" (ColcryptFetchUnwrapInfo), and with
+ * "data key with id ... does not exist" (load_meta) when autovacuum or
+ * VACUUM had just invalidated the syscache entry of a primary key's name.
+ * So the OIDs are kept only if no reset came during the lookups; otherwise
+ * they are looked up again (from the syscache entries just loaded).
+ */
 static bool
 catrel_resolve(CatRel which)
 {
 	CatRelInfo *c = &catrels[which];
 
-	if (!OidIsValid(c->relid) || !OidIsValid(c->pkeyid))
+	while (!OidIsValid(c->relid) || !OidIsValid(c->pkeyid))
 	{
-		c->relid = ColcryptCatalogRelid(c->relname);
-		c->pkeyid = ColcryptCatalogRelid(c->pkey);
+		uint64		resets = catrels_resets;
+		Oid			relid = ColcryptCatalogRelid(c->relname);
+		Oid			pkeyid = ColcryptCatalogRelid(c->pkey);
+
+		if (!OidIsValid(relid) || !OidIsValid(pkeyid))
+			return false;
+		if (resets == catrels_resets)
+		{
+			c->relid = relid;
+			c->pkeyid = pkeyid;
+		}
 	}
-	return OidIsValid(c->relid) && OidIsValid(c->pkeyid);
+	return true;
 }
 
 /*
@@ -275,6 +301,7 @@ catalog_relcache_cb(Datum arg, Oid relid)
 		meta_stale = true;
 		for (int i = 0; i < CAT_NRELS; i++)
 			catrels[i].relid = catrels[i].pkeyid = InvalidOid;
+		catrels_resets++;
 		return;
 	}
 	for (int i = 0; i < CAT_NRELS; i++)
@@ -285,6 +312,7 @@ catalog_relcache_cb(Datum arg, Oid relid)
 			/* A dropped and recreated extension has new OIDs. */
 			for (int j = 0; j < CAT_NRELS; j++)
 				catrels[j].relid = catrels[j].pkeyid = InvalidOid;
+			catrels_resets++;
 			return;
 		}
 	}
