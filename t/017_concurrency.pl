@@ -63,6 +63,11 @@ log_lock_waits = on
 });
 $node->start;
 ColcryptTest::setup_keys($node, 'postgres', $node->basedir . '/keyring', 'acct', 'tags');
+# The UNIQUE constraint has the default (plaintext-order) class, which holds
+# across key versions; a unique det_ops index holds per version only (see
+# README), so after a rotate_key an upsert would add a second row for a
+# plaintext still stored under the old version.  Lookups by det go through
+# either index; enc_det_ct is the det_ops one.
 $node->safe_psql('postgres', qq{
 	CREATE EXTENSION amcheck;
 	CREATE TABLE enc (id bigint PRIMARY KEY,
@@ -333,7 +338,7 @@ is($node->safe_psql('postgres', q{SELECT string_agg(name || '=' || max, ',' ORDE
 	FROM (SELECT name, max(version) FROM colcrypt.keys GROUP BY name) k}),
 	'acct=' . ($iters + 1) . ',sa=' . ($storm_n + 1) . ',sb=' . ($storm_n + 1) . ',tags=' . ($iters + 1),
 	'each rotation added one version per key');
-cmp_ok($storm_n // 0, '>=', $storm_pairs / 2, 'the storm rotated both of its keys, back to back, many times');
+cmp_ok($storm_n // 0, '>=', 20, 'the storm rotated both of its keys, back to back, many times (no timing: at least 20)');
 # rotate_master_key re-wraps every version of both keys: 2 (i + 1) at iteration i.
 is_deeply(\@rewrapped, [ map { 2 * ($_ + 1) } 1 .. $iters ], 'each master key rotation re-wrapped every version');
 is(scalar(@reencrypted), $iters, 'each reencrypt reported its end');
