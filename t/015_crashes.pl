@@ -21,6 +21,7 @@ use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time);
 use ColcryptTest;
 
 my $node = ColcryptTest::new_node('crashes', production_logging => 1, conf => qq{
@@ -48,6 +49,7 @@ sub wait_until_up
 sub crash
 {
 	my ($how, $pid, @sessions) = @_;
+	my $t0 = time;
 	if ($how eq 'immediate')
 	{
 		$node->stop('immediate');
@@ -62,6 +64,7 @@ sub crash
 		like(slurp_file($node->logfile), qr/\(PID $pid\) was terminated by signal 9/,
 			"$how: the backend was killed");
 	}
+	note(sprintf('%s: serving again %.2f s after the crash', $how, time - $t0));
 	return;
 }
 
