@@ -37,7 +37,7 @@ REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_regress \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
 
-EXTRA_CLEAN = tmp_regress tmp_providers test/test_crypto test/test_envelope test/test_ttlv test/test_sigv4 test/sigv4_verify.log bench/gcm_micro test/p11shim.so test/proto_client \
+EXTRA_CLEAN = tmp_regress tmp_providers test/test_crypto test/test_envelope test/test_ttlv test/test_sigv4 test/sigv4_verify.log bench/gcm_micro test/p11shim.so test/asan_stub.so test/proto_client \
 	results regression.diffs regression.out
 
 # make SANITIZE=1: colcrypt.so built with AddressSanitizer and
@@ -101,7 +101,11 @@ unittest: test/test_crypto test/test_envelope test/test_ttlv test/test_sigv4
 	tail -n 1 test/sigv4_verify.log
 
 # Programs the TAP tests run.
-test-programs: test/proto_client test/p11shim.so
+test-programs: test/proto_client test/p11shim.so test/asan_stub.so
+
+# Preloaded with libasan by scripts/test.sh --sanitize (see the file).
+test/asan_stub.so: test/asan_stub.c
+	$(CC) $(UNIT_CFLAGS) -shared -fPIC -o $@ $<
 
 test/p11shim.so: test/p11shim.c
 	$(CC) $(UNIT_CFLAGS) $(P11KIT_CFLAGS) -shared -fPIC -o $@ $< -ldl

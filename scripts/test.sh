@@ -82,7 +82,7 @@ if [ -n "$SANITIZE" ]; then
     # Every process the tests start inherits these; the server writes the
     # sanitizers' reports to its log.  PostgreSQL frees much at exit only,
     # so leak checking is off; a report stops the process (abort).
-    LD_PRELOAD=$(gcc -print-file-name=libasan.so)
+    LD_PRELOAD="$(gcc -print-file-name=libasan.so) $WORK/test/asan_stub.so"
     export LD_PRELOAD
     export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:detect_stack_use_after_return=0
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
