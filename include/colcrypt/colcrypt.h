@@ -65,6 +65,12 @@ extern void ColcryptKeyAccessInit(void);
 extern void ColcryptDdlGuardInit(void);
 extern void ColcryptLogRedactInit(void);
 
+/*
+ * The current statement handles plaintext of an encrypted value: its error
+ * reports keep values, context and statement text out of the server log.
+ */
+extern void ColcryptNotePlaintext(void);
+
 /* Name of the extension's schema. */
 #define COLCRYPT_SCHEMA "colcrypt"
 

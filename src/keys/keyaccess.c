@@ -296,6 +296,7 @@ obtain_dek(const char *keyname, uint32 key_id, uint32 version,
 		ctx.key_ref = info.key_ref;
 		ctx.key_id = key_id;
 		ctx.key_version = version;
+		colcrypt_provider_failed = false;
 		ColcryptProviderUnwrap(info.provider, info.kind, info.options, &ctx,
 							   (uint8 *) VARDATA_ANY(info.wrapped),
 							   VARSIZE_ANY_EXHDR(info.wrapped),
@@ -517,6 +518,7 @@ ColcryptDekForEncrypt(uint32 key_id)
 	ColcryptKeyMeta *meta;
 
 	ColcryptRequirePreload();
+	ColcryptNotePlaintext();
 	if (key_id == CC_TRANSIT_KEY_ID)
 	{
 		ColcryptDek *d;
@@ -550,6 +552,7 @@ ColcryptDekForDecrypt(uint32 key_id, uint32 version)
 	ColcryptKeyMeta *meta;
 
 	ColcryptRequirePreload();
+	ColcryptNotePlaintext();
 	if (key_id == CC_TRANSIT_KEY_ID)
 		return transit_dek(version);
 

@@ -602,6 +602,8 @@ plain_input(const ColcryptTypeDesc *t, char *str)
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum		d = (Datum) 0;
 
+	/* The statement carries plaintext from here on (logredact.c). */
+	ColcryptNotePlaintext();
 	PG_TRY();
 	{
 		d = InputFunctionCall(&pi->input, str, pi->ioparam, -1);

@@ -2,83 +2,70 @@
  *
  * logredact.c
  *	  Keeps plaintext of encrypted columns out of the server log where
- *	  PostgreSQL itself prints column values in an error's detail.
+ *	  PostgreSQL itself puts values into an error report.
  *
- * A unique, exclusion, foreign key, NOT NULL, CHECK or partition constraint
- * violation shows the offending key values or the whole failing row in its
- * detail ("Key (email)=(alice@example.com) already exists.", "Failing row
- * contains (...)."), built with the columns' output functions, which print
- * plaintext for a role allowed to decrypt.  That is useful to the session
- * that caused it, which may read those values anyway; but the same detail
- * goes to the server log, which must never hold plaintext.
+ * PostgreSQL shows values in an error's detail and context lines: a
+ * unique, exclusion or foreign key violation shows the key ("Key
+ * (email)=(alice@example.com) already exists."), a NOT NULL, CHECK,
+ * partition or view check option violation the failing row ("Failing row
+ * contains (...)"), COPY the input line; the STATEMENT line repeats a
+ * query's literals.  Values of encrypted columns get there as plaintext,
+ * through the output functions or as the client sent them.  That is
+ * useful to the session, which may read them anyway; but the server log
+ * must never hold plaintext.
  *
- * Every such error names its table (errtable(), errtablecol(),
- * errtableconstraint()).  So an emit_log_hook gives any error that names a
- * table with a column of an encrypted type a detail for the server log only
- * (ErrorData.detail_log, which PostgreSQL logs in place of the detail)
- * that says the values are not shown; the client still receives the full
- * detail.  Errors that name no table are left alone: colcrypt's own
- * messages never hold a value, and what other functions print about values
- * a query decrypted is the query's doing (as with log_statement).
+ * So every statement that handled plaintext of an encrypted value
+ * (encrypted or decrypted anything: colcrypt asks for a data key at that
+ * moment) is marked, and an emit_log_hook gives an error reported during a
+ * marked statement a server-log-only detail without the values
+ * (ErrorData.detail_log) and leaves its context and statement lines out of
+ * the log (hide_ctx, hide_stmt).  The client receives the report whole.
+ * The mark is made before any value description is built, covers arrays
+ * and composites of encrypted types, errors raised after the transaction
+ * aborted and background workers (a logical replication apply worker's
+ * unique violation), and needs no catalog access in the hook, which runs
+ * with the failing operation's locks still held.  It errs on the side of
+ * hiding: any error of a marked statement loses those lines in the log.
+ *
+ * What remains is the primary message of a function that fails on a value
+ * a query decrypted (s::text::int quoting it, say): that message is the
+ * query's own doing and goes to the log as PostgreSQL writes it.
  *
  *-------------------------------------------------------------------------
  */
 #include "colcrypt/colcrypt.h"
 
-#include "access/htup_details.h"
 #include "access/xact.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_class.h"
-#include "colcrypt/types.h"
 #include "utils/elog.h"
-#include "utils/lsyscache.h"
-#include "utils/syscache.h"
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
-/* Does schema.table have a column of an encrypted type (or over one)? */
-static bool
-table_has_encrypted_column(const char *schema, const char *table)
+/*
+ * The start of the statement that last handled plaintext.  Background
+ * workers that never set a statement start keep one value throughout:
+ * once marked, they stay marked, which fails closed.
+ */
+static bool plaintext_noted = false;
+static TimestampTz plaintext_stmt = 0;
+
+void
+ColcryptNotePlaintext(void)
 {
-	Oid			nsp = get_namespace_oid(schema, true);
-	Oid			relid;
-	HeapTuple	tp;
-	int			natts;
-
-	if (!OidIsValid(nsp))
-		return false;
-	relid = get_relname_relid(table, nsp);
-	if (!OidIsValid(relid))
-		return false;
-	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	if (!HeapTupleIsValid(tp))
-		return false;
-	natts = ((Form_pg_class) GETSTRUCT(tp))->relnatts;
-	ReleaseSysCache(tp);
-	for (AttrNumber a = 1; a <= natts; a++)
-	{
-		Oid			typid = get_atttype(relid, a);
-
-		/* A dropped column's type is InvalidOid. */
-		if (OidIsValid(typid) && ColcryptIsEncryptedType(typid))
-			return true;
-	}
-	return false;
+	plaintext_stmt = GetCurrentStatementStartTimestamp();
+	plaintext_noted = true;
 }
 
 static void
 redact_emit_log_hook(ErrorData *edata)
 {
-	/*
-	 * Catalog lookups need a transaction that is still good; an error in
-	 * error reporting itself gets no help here.
-	 */
-	if (edata->output_to_server && edata->detail != NULL && edata->detail_log == NULL &&
-		edata->table_name != NULL && edata->schema_name != NULL &&
-		!in_error_recursion_trouble() && IsTransactionState() &&
-		ColcryptTypesInstalled() &&
-		table_has_encrypted_column(edata->schema_name, edata->table_name))
-		edata->detail_log = pstrdup("Values are not logged: the table has encrypted columns.");
+	if (edata->output_to_server && plaintext_noted &&
+		plaintext_stmt == GetCurrentStatementStartTimestamp())
+	{
+		if (edata->detail != NULL && edata->detail_log == NULL)
+			edata->detail_log = pstrdup("Values are not logged: the statement handled encrypted values.");
+		edata->hide_ctx = true;
+		edata->hide_stmt = true;
+	}
 
 	if (prev_emit_log_hook)
 		prev_emit_log_hook(edata);
