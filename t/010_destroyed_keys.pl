@@ -134,6 +134,14 @@ is($node->safe_psql('postgres', 'SELECT v FROM t WHERE id = 150'), 'new secret 1
 	PREPARE TRANSACTION 'no_shred'});
 is($ret, 0, 'PREPARE after a destroy rolled back to a savepoint works') or diag $err;
 $node->safe_psql('postgres', q{ROLLBACK PREPARED 'no_shred'});
+# Nor can it change the key catalog at all: COMMIT PREPARED would not tell
+# the other backends (the catalog epoch) nor wipe what it should.
+($ret, $out, $err) = $node->psql('postgres', q{BEGIN; SELECT colcrypt.rotate_key('k1');
+	PREPARE TRANSACTION 'rotate'});
+like($err, qr/ERROR:  cannot prepare a transaction that changes colcrypt's key catalog/,
+	'PREPARE TRANSACTION after rotate_key is refused');
+is($node->safe_psql('postgres', q{SELECT count(*)::text FROM colcrypt.keys WHERE name = 'k1'}
+	. q{ UNION ALL SELECT count(*)::text FROM pg_prepared_xacts}), "3\n0", 'and nothing changed');
 
 $node->stop;
 done_testing();

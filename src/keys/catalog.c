@@ -54,6 +54,9 @@
 #include "colcrypt/keycache.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
+#include "storage/ipc.h"
+#include "utils/snapmgr.h"
+#include "access/xlog.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
@@ -287,11 +290,40 @@ static uint64 meta_epoch = 0;	/* catalog epoch the cache was loaded at */
 static uint64 meta_generation = 1;
 static bool meta_stale = true;
 static bool changed_in_xact = false;
+/* The outermost subtransaction that changed the catalog (see subxact_cb). */
+static SubTransactionId changed_subid = InvalidSubTransactionId;
 static bool commit_announced = false;	/* ColcryptCatalogCommitBegins done */
 static List *forget_at_commit = NIL;	/* (key_id, version) pairs, as int8 */
 static bool callbacks_registered = false;
 
 static void forget_destroyed(void);
+
+/*
+ * Which snapshot the last reload served while a change was being
+ * committed (0: none, or the epoch was settled).
+ */
+static uint64 unsettled_mark = 0;
+
+/*
+ * Identifies what the active snapshot can see: equal marks, equal visible
+ * commits.  0 when unknown (no active snapshot, or one not built from the
+ * proc array), which makes the caller reload.
+ */
+static uint64
+snapshot_mark(void)
+{
+	Snapshot	snap;
+
+	if (!ActiveSnapshotSet())
+		return 0;
+	snap = GetActiveSnapshot();
+#if PG_VERSION_NUM >= 140000
+	return snap->snapXactCompletionCount;
+#else
+	(void) snap;
+	return 0;					/* before 14: no such count; reload each time */
+#endif
+}
 
 static void
 catalog_relcache_cb(Datum arg, Oid relid)
@@ -323,6 +355,17 @@ catalog_xact_cb(XactEvent event, void *arg)
 {
 	switch (event)
 	{
+		case XACT_EVENT_PRE_PREPARE:
+
+			/*
+			 * COMMIT PREPARED runs no callback of ours, so a prepared change
+			 * would never move the epoch, nor wipe the keys it should.
+			 */
+			if (changed_in_xact)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot prepare a transaction that changes colcrypt's key catalog")));
+			break;
 		case XACT_EVENT_PRE_COMMIT:
 			/* Announce the change before it becomes visible (see the top). */
 			if (changed_in_xact && !commit_announced)
@@ -375,7 +418,28 @@ catalog_subxact_cb(SubXactEvent event, SubTransactionId mySubid,
 				   SubTransactionId parentSubid, void *arg)
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB && changed_in_xact)
+	{
 		meta_stale = true;
+		/* A savepoint rolled back takes its changes (and its children's) along. */
+		if (mySubid <= changed_subid)
+			changed_in_xact = false;
+	}
+}
+
+/*
+ * A backend leaving between PRE_COMMIT and the end of its transaction
+ * without the ABORT callback (an error while aborting that escalated)
+ * must not leave the in-flight count up: every backend would reload its
+ * metadata at every check until a restart.
+ */
+static void
+catalog_exit_cb(int code, Datum arg)
+{
+	if (commit_announced)
+	{
+		ColcryptCatalogCommitEnds(false);
+		commit_announced = false;
+	}
 }
 
 static void
@@ -383,6 +447,7 @@ register_callbacks(void)
 {
 	if (callbacks_registered)
 		return;
+	on_shmem_exit(catalog_exit_cb, (Datum) 0);
 	CacheRegisterRelcacheCallback(catalog_relcache_cb, (Datum) 0);
 	RegisterXactCallback(catalog_xact_cb, NULL);
 	RegisterSubXactCallback(catalog_subxact_cb, NULL);
@@ -402,9 +467,25 @@ ColcryptCatalogCheckFreshness(void)
 	 */
 	pg_read_barrier();
 	epoch = ColcryptCatalogEpoch();
-	if (!meta_stale && epoch == meta_epoch && meta_cache != NULL &&
-		ColcryptCatalogEpochSettled(epoch))
-		return;
+	if (!meta_stale && epoch == meta_epoch && meta_cache != NULL)
+	{
+		uint64		mark;
+
+		if (ColcryptCatalogEpochSettled(epoch))
+			return;
+
+		/*
+		 * A change is being committed.  Reloading once per snapshot is
+		 * enough: the reload reads the catalog after that snapshot was
+		 * taken, so it sees every change the snapshot can.  Reloading at
+		 * every check instead would make every value of every backend pay
+		 * for a reload for as long as the commit takes, which a
+		 * synchronous standby that is down makes unbounded.
+		 */
+		mark = snapshot_mark();
+		if (mark != 0 && mark == unsettled_mark)
+			return;
+	}
 
 	if (MetaContext == NULL)
 		MetaContext = AllocSetContextCreate(TopMemoryContext,
@@ -425,12 +506,15 @@ ColcryptCatalogCheckFreshness(void)
 	meta_epoch = epoch;
 	meta_stale = false;
 	meta_generation++;
+	unsettled_mark = ColcryptCatalogEpochSettled(epoch) ? 0 : snapshot_mark();
 
 	/*
 	 * After the flags: an invalidation while this reads the catalog marks
-	 * the new cache stale again.
+	 * the new cache stale again.  Only a standby needs it: a primary wipes
+	 * its own cache when a destroy commits.
 	 */
-	forget_destroyed();
+	if (RecoveryInProgress())
+		forget_destroyed();
 }
 
 uint64
@@ -448,6 +532,8 @@ ColcryptCatalogChanged(void)
 	relid = ColcryptCatalogRelid(catrels[CAT_KEY_VERSION].relname);
 	if (OidIsValid(relid))
 		CacheInvalidateRelcacheByRelid(relid);
+	if (!changed_in_xact || GetCurrentSubTransactionId() < changed_subid)
+		changed_subid = GetCurrentSubTransactionId();
 	changed_in_xact = true;
 	meta_stale = true;
 }

@@ -55,6 +55,7 @@
 #include "colcrypt/audit.h"
 #include "colcrypt/keycache.h"
 #include "colcrypt/lifecycle.h"
+#include "colcrypt/provider.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
@@ -511,9 +512,11 @@ ColcryptKeyCacheFill(uint32 key_id, uint32 version, const uint8 *dek,
 
 /*
  * Called in PG_CATCH, while the loader's error is being thrown: the slot is
- * given up and, unless the error is about this session rather than the key
- * or its provider (a cancel, a termination, resources, a rollback), left
- * for the backends that waited for this load.
+ * given up and, if the error is the provider's (its call or opening its
+ * handle failed) and not about this session (a cancel, a termination,
+ * resources, a rollback), left for the backends that waited for this
+ * load.  Anything else (a lock timeout, this backend's catalog state or
+ * provider session) is this backend's own: the waiters ask again.
  */
 void
 ColcryptKeyCacheAbandon(uint32 key_id, uint32 version)
@@ -525,7 +528,8 @@ ColcryptKeyCacheAbandon(uint32 key_id, uint32 version)
 	char		msg[FAILED_MESSAGE_LEN] = "";
 	bool		share;
 
-	share = category != ERRCODE_OPERATOR_INTERVENTION &&
+	share = colcrypt_provider_failed &&
+		category != ERRCODE_OPERATOR_INTERVENTION &&
 		category != ERRCODE_INSUFFICIENT_RESOURCES &&
 		category != ERRCODE_PROGRAM_LIMIT_EXCEEDED &&
 		category != ERRCODE_TRANSACTION_ROLLBACK;
@@ -704,13 +708,17 @@ ColcryptCatalogCommitBegins(void)
 	pg_atomic_fetch_add_u64(&get_cache()->epoch, 1);
 }
 
+/*
+ * Committed or not, the change leaves the in-flight count and moves the
+ * epoch forward: the epoch never goes back, so no backend can mistake a
+ * later state for one it loaded at (an aborted change costs one needless
+ * reload).
+ */
 void
 ColcryptCatalogCommitEnds(bool committed)
 {
-	if (committed)
-		pg_atomic_fetch_add_u64(&get_cache()->epoch, EPOCH_ONE - 1);
-	else
-		pg_atomic_fetch_sub_u64(&get_cache()->epoch, 1);
+	(void) committed;
+	pg_atomic_fetch_add_u64(&get_cache()->epoch, EPOCH_ONE - 1);
 }
 
 uint32
