@@ -134,6 +134,13 @@ typedef struct ColcryptProviderOps
 /* The kind's operations, or NULL for an unknown kind. */
 extern const ColcryptProviderOps *ColcryptProviderKind(const char *kind);
 
+/*
+ * Set just before a provider's failure is raised (its call or opening its
+ * handle failed), cleared by whoever wants to know: the key cache passes
+ * only such failures on to the backends that waited for the same load.
+ */
+extern bool colcrypt_provider_failed;
+
 /* Raise 22023 listing the known kinds unless kind is one. */
 extern const ColcryptProviderOps *ColcryptProviderKindOrError(const char *kind);
 

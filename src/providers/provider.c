@@ -27,6 +27,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+bool		colcrypt_provider_failed = false;
+
 static const ColcryptProviderOps *const kinds[] = {
 	&colcrypt_file_provider,
 	&colcrypt_pkcs11_provider,
@@ -191,6 +193,7 @@ get_handle(const char *provider, const char *kind, Jsonb *options)
 		{
 			ColcryptKeyCacheCountProviderCall(true);
 			ColcryptAuditProviderFailure(provider, "open", &err);
+			colcrypt_provider_failed = true;
 			ereport(ERROR,
 					(errcode(err.sqlerrcode ? err.sqlerrcode : COLCRYPT_ERRCODE_UNREACHABLE),
 					 errmsg("key provider \"%s\" (%s): %s", provider, kind, err.message),
@@ -209,6 +212,7 @@ raise_failure(const char *provider, HandleEntry *e, const char *op,
 {
 	ColcryptKeyCacheCountProviderCall(true);
 	ColcryptAuditProviderFailure(provider, op, err);
+	colcrypt_provider_failed = true;
 	ereport(ERROR,
 			(errcode(err->sqlerrcode ? err->sqlerrcode : ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 			 errmsg("key provider \"%s\" (%s) could not %s: %s",
