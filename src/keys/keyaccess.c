@@ -37,6 +37,7 @@
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
+#include <sys/resource.h>
 
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
@@ -259,6 +260,17 @@ ColcryptGuardKeyMaterial(void)
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not keep key material out of core dumps: %m"),
 				 errhint("Set colcrypt.allow_core_dumps = on to go on without this protection.")));
+#else
+	{
+		/* Elsewhere at least no core file: a zero core size limit. */
+		struct rlimit rl = {0, 0};
+
+		if (setrlimit(RLIMIT_CORE, &rl) != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_SYSTEM_ERROR),
+					 errmsg("could not keep key material out of core dumps: %m"),
+					 errhint("Set colcrypt.allow_core_dumps = on to go on without this protection.")));
+	}
 #endif
 	guarded = true;
 }
