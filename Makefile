@@ -18,7 +18,7 @@ SRCS = src/colcrypt.c \
 	$(CRYPTO_SRCS) \
 	src/keys/keycache.c src/keys/catalog.c src/keys/keyaccess.c \
 	src/keys/keymgmt.c src/keys/lifecycle.c src/keys/audit.c \
-	src/providers/provider.c src/providers/file.c src/providers/pkcs11.c \
+	src/providers/provider.c src/providers/provider_util.c src/providers/file.c src/providers/pkcs11.c \
 	src/providers/kmip.c src/providers/ttlv.c \
 	src/providers/http.c src/providers/json.c src/providers/sigv4.c \
 	src/providers/vault.c src/providers/awskms.c \
@@ -134,7 +134,7 @@ FUZZ_CFLAGS = -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
 FUZZ_PG_CFLAGS = $(FUZZ_CFLAGS) -I$(shell $(PG_CONFIG) --includedir-server) -D_GNU_SOURCE
 FUZZ_PG_LIBS = $(shell $(PG_CONFIG) --pkglibdir)/libpgcommon.a \
 	$(shell $(PG_CONFIG) --pkglibdir)/libpgport.a -lcrypto
-FUZZ_SHIM = test/fuzz/pgshim.c test/fuzz/cleanse.c $(CRYPTO_SRCS)
+FUZZ_SHIM = test/fuzz/pgshim.c test/fuzz/cleanse.c src/providers/provider_util.c $(CRYPTO_SRCS)
 FUZZ_DEPS = $(wildcard $(srcdir)/include/colcrypt/*.h) test/fuzz/pgshim.h $(FUZZ_SHIM)
 
 test/fuzz/fuzz_envelope: test/fuzz/fuzz_envelope.c src/crypto/envelope.c include/colcrypt/envelope.h test/fuzz/cleanse.c

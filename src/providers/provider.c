@@ -66,15 +66,6 @@ ColcryptProviderKindOrError(const char *kind)
 	return ops;
 }
 
-void
-ColcryptProviderSetError(ColcryptProviderError *err, int sqlerrcode,
-						 const char *message, const char *detail)
-{
-	err->sqlerrcode = sqlerrcode;
-	strlcpy(err->message, message ? message : "", sizeof(err->message));
-	strlcpy(err->detail, detail ? detail : "", sizeof(err->detail));
-}
-
 char *
 ColcryptOptionText(Jsonb *options, const char *key)
 {
@@ -549,26 +540,6 @@ ColcryptReadSecretFile(const char *path, const char *what, ColcryptProviderError
 		return NULL;
 	}
 	return buf;
-}
-
-size_t
-ColcryptWrapAad(const char *domain, const ColcryptWrapContext *ctx, uint8 *out, size_t cap)
-{
-	size_t		dl = strlen(domain) + 1;
-	size_t		rl = strlen(ctx->key_ref) + 1;
-	size_t		n = 0;
-
-	if (dl + rl + 8 > cap)
-		return 0;
-	memcpy(out, domain, dl);
-	n += dl;
-	memcpy(out + n, ctx->key_ref, rl);
-	n += rl;
-	for (int i = 3; i >= 0; i--)
-		out[n++] = (ctx->key_id >> (8 * i)) & 0xff;
-	for (int i = 3; i >= 0; i--)
-		out[n++] = (ctx->key_version >> (8 * i)) & 0xff;
-	return n;
 }
 
 char *

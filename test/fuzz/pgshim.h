@@ -9,8 +9,9 @@
  * fz_reset() frees what a run left, as a memory context reset would: the
  * leak check then sees only malloc() memory that the code under test lost);
  * ereport/elog (an ERROR jumps back to the harness, like a backend's
- * longjmp to its error handler); the provider helpers of provider.c that
- * do not need the catalog; time, latch and interrupt stubs.  StringInfo,
+ * longjmp to its error handler); stand-ins for provider.c's helpers that
+ * read the clock or settings (src/providers/provider_util.c is linked
+ * itself); time, latch and interrupt stubs.  StringInfo,
  * psprintf, base64 and the JSON parser come from PostgreSQL's own
  * libpgcommon.
  *
