@@ -72,7 +72,7 @@ extern void ColcryptBumpCatalogEpoch(void);
  * under way is not settled: metadata cached before it cannot be trusted.
  */
 extern void ColcryptCatalogCommitBegins(void);
-extern void ColcryptCatalogCommitEnds(bool committed);
+extern void ColcryptCatalogCommitEnds(void);
 extern bool ColcryptCatalogEpochSettled(uint64 epoch);
 
 /* The transit key of a generation, derived from the per-server secret. */

@@ -22,13 +22,14 @@
  *	   deterministic lookup (_det_candidates) misses them: t/017 caught
  *	   such a lookup finding 201 of 202 rows just after a rotate_key.  So
  *	   the change is announced before it becomes visible (PRE_COMMIT), and
- *	   while it is, every check reloads (reads the catalog afresh), or
+ *	   while it is, a check reloads (reads the catalog afresh) once per
+ *	   snapshot, or
  *	 - a relcache invalidation names one of our tables: sent by every change
  *	   through ColcryptCatalogChanged, WAL-logged with the commit and so
  *	   replayed on standbys too, or
  *	 - this backend's own transaction that changed the catalog aborted.
  *
- * Whenever it is, the backend also removes destroyed key versions from the
+ * On a standby, a reload also removes destroyed key versions from the
  * server's shared key cache (forget_destroyed).  On a primary the destroying
  * transaction wiped them already; a standby's cache is out of the primary's
  * reach, and the replayed invalidation is how the standby learns of the
@@ -44,6 +45,7 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_namespace.h"
 #include "executor/spi.h"
 #include "catalog/namespace.h"
@@ -55,8 +57,6 @@
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"
-#include "utils/snapmgr.h"
-#include "access/xlog.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/fmgroids.h"
@@ -65,6 +65,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
 
@@ -377,7 +378,7 @@ catalog_xact_cb(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			if (commit_announced)
-				ColcryptCatalogCommitEnds(true);
+				ColcryptCatalogCommitEnds();
 			else if (changed_in_xact)
 				ColcryptBumpCatalogEpoch();
 			commit_announced = false;
@@ -399,7 +400,7 @@ catalog_xact_cb(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			/* An error after PRE_COMMIT: the change never became visible. */
 			if (commit_announced)
-				ColcryptCatalogCommitEnds(false);
+				ColcryptCatalogCommitEnds();
 			commit_announced = false;
 			/* The cache may hold this transaction's rolled-back changes. */
 			if (changed_in_xact)
@@ -437,7 +438,7 @@ catalog_exit_cb(int code, Datum arg)
 {
 	if (commit_announced)
 	{
-		ColcryptCatalogCommitEnds(false);
+		ColcryptCatalogCommitEnds();
 		commit_announced = false;
 	}
 }

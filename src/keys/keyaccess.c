@@ -251,27 +251,25 @@ void
 ColcryptGuardKeyMaterial(void)
 {
 	static bool guarded = false;
+	int			rc;
 
 	if (guarded || colcrypt_allow_core_dumps)
 		return;
 #ifdef PR_SET_DUMPABLE
-	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_SYSTEM_ERROR),
-				 errmsg("could not keep key material out of core dumps: %m"),
-				 errhint("Set colcrypt.allow_core_dumps = on to go on without this protection.")));
+	rc = prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 #else
 	{
 		/* Elsewhere at least no core file: a zero core size limit. */
 		struct rlimit rl = {0, 0};
 
-		if (setrlimit(RLIMIT_CORE, &rl) != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_SYSTEM_ERROR),
-					 errmsg("could not keep key material out of core dumps: %m"),
-					 errhint("Set colcrypt.allow_core_dumps = on to go on without this protection.")));
+		rc = setrlimit(RLIMIT_CORE, &rl);
 	}
 #endif
+	if (rc != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not keep key material out of core dumps: %m"),
+				 errhint("Set colcrypt.allow_core_dumps = on to go on without this protection.")));
 	guarded = true;
 }
 

@@ -715,9 +715,8 @@ ColcryptCatalogCommitBegins(void)
  * reload).
  */
 void
-ColcryptCatalogCommitEnds(bool committed)
+ColcryptCatalogCommitEnds(void)
 {
-	(void) committed;
 	pg_atomic_fetch_add_u64(&get_cache()->epoch, EPOCH_ONE - 1);
 }
 
