@@ -40,7 +40,14 @@ sub setup_keys
 		SELECT colcrypt.add_master_key('cmk', 'dev', 'test-cmk');
 	};
 	$sql .= "SELECT colcrypt.create_key('$_', 'cmk');\n" for @keys;
-	$sql .= q{
+	$node->safe_psql($db, $sql . try_function());
+	return;
+}
+
+# try(sql): runs sql and returns 'ok' or 'SQLSTATE: message'.
+sub try_function
+{
+	return q{
 		CREATE FUNCTION try(sql text) RETURNS text LANGUAGE plpgsql AS $$
 		DECLARE st text; msg text;
 		BEGIN
@@ -51,8 +58,6 @@ sub setup_keys
 			RETURN st || ': ' || msg;
 		END $$;
 	};
-	$node->safe_psql($db, $sql);
-	return;
 }
 
 # colcrypt.key_cache as a hash.
