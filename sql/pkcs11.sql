@@ -75,6 +75,12 @@ SET client_min_messages = warning;  -- the NOTICE names the new label, which hol
 SELECT colcrypt.rotate_master_key('hsm_cmk') AS rewrapped;
 RESET client_min_messages;
 SELECT key_ref ~ '^cmk@[0-9]{8}T[0-9]{6}Z$' AS new_label FROM colcrypt.master_keys WHERE name = 'hsm_cmk';
+-- Rotations back to back (some in the same second): a label already taken
+-- gets a suffix instead of failing.
+SET client_min_messages = warning;
+DO $$ BEGIN FOR i IN 1..3 LOOP PERFORM colcrypt.rotate_master_key('hsm_cmk'); COMMIT; END LOOP; END $$;
+RESET client_min_messages;
+SELECT key_ref ~ '^cmk@[0-9]{8}T[0-9]{6}Z(-[0-9]+)?$' AS new_label FROM colcrypt.master_keys WHERE name = 'hsm_cmk';
 SELECT colcrypt.rotate_master_key('hsm_cmk', 'hsm_kwp', 'cmk') AS rewrapped;
 SELECT colcrypt.rotate_master_key('hsm_cmk_kwp', 'keyring', 'from-hsm') AS rewrapped;
 SELECT colcrypt.rotate_master_key('hsm_cmk_kwp', 'hsm', 'cmk') AS rewrapped;

@@ -1330,7 +1330,12 @@ pkcs11_ensure_cmk(void *handle, const char *key_ref, bool create, bool *created,
 	return ok;
 }
 
-/* A new CMK beside the old one, labelled with the time it was made. */
+/*
+ * A new CMK beside the old one, labelled with the time it was made.  A label
+ * already in the token (a rotation earlier in the same second, or one whose
+ * transaction rolled back) gets a suffix, "-2", "-3", ..., so rotations need
+ * no pause between them.
+ */
 static bool
 pkcs11_rotate_cmk(void *handle, const char *key_ref, char **new_key_ref,
 				  char **new_version, ColcryptProviderError *err)
@@ -1338,26 +1343,39 @@ pkcs11_rotate_cmk(void *handle, const char *key_ref, char **new_key_ref,
 	P11Handle  *h = handle;
 	const char *at = strrchr(key_ref, '@');
 	char	   *base = at ? pnstrdup(key_ref, at - key_ref) : pstrdup(key_ref);
-	char	   *label;
-	P11Job	   *job;
-	bool		ok;
+	char	   *stamp = ColcryptUtcStamp();
 
-	label = psprintf("%s@%s", base, ColcryptUtcStamp());
-	job = key_job(h, JOB_GENERATE, label, "create", err);
-	if (job == NULL || !run_job(h, job, err))
-		return false;
-	ok = key_job_ok(h, job, label, "could not create the new master key", err);
-	if (ok && !job->created)
+	for (int n = 1; n <= 100; n++)
 	{
-		ColcryptProviderSetError(err, ERRCODE_DUPLICATE_OBJECT,
-								 psprintf("a key labelled \"%s\" already exists", label),
-								 "Rotations are at most one per second; try again.");
-		ok = false;
+		char	   *label = n == 1 ? psprintf("%s@%s", base, stamp)
+			: psprintf("%s@%s-%d", base, stamp, n);
+		P11Job	   *job;
+		bool		created;
+
+		job = key_job(h, JOB_GENERATE, label, "create", err);
+		if (job == NULL || !run_job(h, job, err))
+			return false;
+		if (job->rv != CKR_OK)
+		{
+			job_error(h, job, "could not create the new master key", err);
+			job_free(job);
+			return false;
+		}
+		/* Not created: one key or more has that label; try the next. */
+		created = job->created;
+		job_free(job);
+		if (created)
+		{
+			*new_key_ref = label;
+			return true;
+		}
+		pfree(label);
 	}
-	job_free(job);
-	if (ok)
-		*new_key_ref = label;
-	return ok;
+	ColcryptProviderSetError(err, ERRCODE_DUPLICATE_OBJECT,
+							 psprintf("keys labelled \"%s@%s\" to \"%s@%s-100\" already exist in token \"%s\"",
+									  base, stamp, base, stamp, h->token_label),
+							 "Try again in a second.");
+	return false;
 }
 
 static bool
