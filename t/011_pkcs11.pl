@@ -58,6 +58,24 @@ like($node->safe_psql('postgres', q{
 is($node->safe_psql('postgres', q{SELECT count(*) FROM colcrypt.master_keys WHERE name = 'bad_cmk'}),
 	'0', 'nothing recorded');
 
+# ---- A token the module could not read when the backend first used it ----
+# (SoftHSM2 leaves out, for the life of the process, a token whose file it
+# cannot read at C_Initialize, as when another process is rewriting it.)
+# The backend says there is no such token, and its next statement, once the
+# file is readable again, reads the tokens anew: no reconnect needed.
+{
+	my ($tokdir) = glob("$hsm/tokens/*/token.object") or die 'no token file';
+	my $bg = $node->background_psql('postgres');
+	$node->safe_psql('postgres', 'SELECT colcrypt.key_cache_evict()');
+	chmod 0000, $tokdir or die "chmod: $!";
+	like($bg->query_safe(qq{SELECT try(\$q\$$sum_sql\$q\$)}),
+		qr/^08001: key provider "hsm" \(pkcs11\).*no token labelled "colcrypt"$/,
+		'a token the module cannot read: 08001, no token with that label');
+	chmod 0600, $tokdir or die "chmod: $!";
+	is($bg->query_safe($sum_sql), $good, 'the same session reads every value once the token file is readable');
+	$bg->quit;
+}
+
 # ---- The token stops answering ----
 $node->safe_psql('postgres', $sum_sql);    # every key cached
 open(my $fh, '>', $hang) or die;

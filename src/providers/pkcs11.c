@@ -38,6 +38,7 @@
 #include <signal.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <p11-kit/pkcs11.h>
@@ -237,42 +238,34 @@ job_find_key(P11Job *job)
 	return n == 1 ? found[0] : CK_INVALID_HANDLE;
 }
 
-static void
-job_open(P11Job *job)
+/* C_Initialize for a process's first job with the module. */
+static bool
+job_initialize(P11Job *job)
 {
-	CK_SLOT_ID *slots;
-	CK_ULONG	nslots = P11_MAX_SLOTS;
-	CK_SESSION_HANDLE s;
+	CK_C_INITIALIZE_ARGS args;
 	CK_RV		rv;
 
-	if (job->initialize)
+	memset(&args, 0, sizeof(args));
+	args.flags = CKF_OS_LOCKING_OK;
+	job->call = "C_Initialize";
+	rv = job->f->C_Initialize(&args);
+	if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
 	{
-		CK_C_INITIALIZE_ARGS args;
-
-		memset(&args, 0, sizeof(args));
-		args.flags = CKF_OS_LOCKING_OK;
-		job->call = "C_Initialize";
-		rv = job->f->C_Initialize(&args);
-		if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
-		{
-			job->rv = rv;
-			return;
-		}
-		job->initialized = true;
+		job->rv = rv;
+		return false;
 	}
+	job->initialized = true;
+	return true;
+}
 
-	slots = malloc(sizeof(CK_SLOT_ID) * P11_MAX_SLOTS);
-	if (slots == NULL)
-	{
-		job->call = "malloc";
-		job->rv = CKR_HOST_MEMORY;
-		return;
-	}
+/* The slots whose token has the job's label: count in nfound, first in slot. */
+static bool
+job_find_token(P11Job *job, CK_SLOT_ID *slots)
+{
+	CK_ULONG	nslots = P11_MAX_SLOTS;
+
 	if (!P11_CALL(job, "C_GetSlotList", job->f->C_GetSlotList(CK_TRUE, slots, &nslots)))
-	{
-		free(slots);
-		return;
-	}
+		return false;
 	job->nfound = 0;
 	for (CK_ULONG i = 0; i < nslots; i++)
 	{
@@ -287,6 +280,57 @@ job_open(P11Job *job)
 				job->slot = slots[i];
 				memcpy(job->serial, ti.serialNumber, sizeof(job->serial));
 			}
+		}
+	}
+	return true;
+}
+
+static void
+job_open(P11Job *job)
+{
+	CK_SLOT_ID *slots;
+	CK_SESSION_HANDLE s;
+	CK_RV		rv;
+
+	if (job->initialize && !job_initialize(job))
+		return;
+
+	slots = malloc(sizeof(CK_SLOT_ID) * P11_MAX_SLOTS);
+	if (slots == NULL)
+	{
+		job->call = "malloc";
+		job->rv = CKR_HOST_MEMORY;
+		return;
+	}
+	if (!job_find_token(job, slots))
+	{
+		free(slots);
+		return;
+	}
+
+	/*
+	 * A module reads its tokens at C_Initialize, and may leave out one it
+	 * could not read just then: SoftHSM2 drops a token whose file another
+	 * process is rewriting (a login or a key generation there), for the
+	 * life of the process.  So when this job initialized the module (no
+	 * other handle of the process has a session to lose), finalize it and
+	 * look again, a few times (20 to 160 ms apart), before saying there is
+	 * no such token; and leave it finalized then, so that the process's
+	 * next attempt reads the tokens anew.
+	 */
+	for (int attempt = 0; job->nfound == 0 && job->initialize; attempt++)
+	{
+		struct timespec pause = {0, 20000000L << attempt};
+
+		(void) job->f->C_Finalize(NULL);
+		job->initialized = false;
+		if (attempt == 4)
+			break;
+		(void) nanosleep(&pause, NULL);
+		if (!job_initialize(job) || !job_find_token(job, slots))
+		{
+			free(slots);
+			return;
 		}
 	}
 	free(slots);
