@@ -75,6 +75,33 @@ SELECT check_ops('ts', 'pts', $$'2024-03-10 07:10:00+00'::timestamptz$$);
 SELECT check_ops('j', 'pj', $$'{"a": 1}'::jsonb$$);
 SELECT check_ops('b', 'pb', $$'\x05'::bytea$$);
 
+-- Against the types the plain type has its own operators with, and is not
+-- cast to implicitly: an int4 literal against encrypted_int8, int2 and
+-- int8 against encrypted_int4, float4 against encrypted_float8, date and
+-- timestamp against encrypted_timestamptz.  Each resolves to one operator
+-- (they once failed with "operator is not unique", 42725).
+SELECT check_ops('i8', 'pi8', '98');
+SELECT check_ops('i8', 'pi8', '98::int2');
+SELECT check_ops('i4', 'pi4', '3::int8');
+SELECT check_ops('i4', 'pi4', '3::int2');
+SELECT check_ops('f8', 'pf8', '0.5::float4');
+SELECT check_ops('ts', 'pts', $$'2024-03-10 07:10:00'::timestamp$$);
+SELECT check_ops('ts', 'pts', $$'2024-03-11'::date$$);
+-- A parameter of such a type, and a deterministic index serving it: the
+-- operator is an SQL function the planner inlines into "col = x::int8".
+CREATE TABLE det8 (id integer, v colcrypt.encrypted_int8(k2, deterministic));
+INSERT INTO det8 SELECT g, g % 50 FROM generate_series(1, 500) g;
+CREATE INDEX det8_v ON det8 (v colcrypt.encrypted_int8_det_ops);
+ANALYZE det8;
+SET enable_seqscan = off;
+PREPARE by_int4(int4) AS SELECT count(*) FROM det8 WHERE v = $1;
+EXPLAIN (COSTS OFF) EXECUTE by_int4(7);
+EXECUTE by_int4(7);
+SELECT count(*) FROM det8 WHERE v = 7::int2;
+RESET enable_seqscan;
+DEALLOCATE by_int4;
+DROP TABLE det8;
+
 -- Literals of the encrypted type itself (unknown literals resolve to it).
 SELECT same($$SELECT id FROM twin WHERE t = 'v3'$$, $$SELECT id FROM twin WHERE pt = 'v3'$$) AS text_literal,
        same($$SELECT id FROM twin WHERE n = '1'$$, $$SELECT id FROM twin WHERE pn = '1'$$) AS numeric_literal,

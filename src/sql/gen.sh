@@ -2,7 +2,8 @@
 # Builds the install script: src/sql/catalog.sql, then for each X(...) line
 # of include/colcrypt/typelist.h the type (type.sql.in), its six comparison
 # operators in three signatures each (operator.sql.in, once per line of the
-# table below) and its operator classes (opclass.sql.in), then tail.sql.
+# table below), against the plain type's cross-type partners
+# (crossop.sql.in) and its operator classes (opclass.sql.in), then tail.sql.
 # Usage: gen.sh <source root>
 set -eu
 root=${1:-.}
@@ -32,6 +33,22 @@ assignment_sources() {
     esac
 }
 
+# Types the plain type has built-in comparison operators with, to which it
+# is not cast implicitly (int4 = int2, timestamptz = date): without an
+# operator of its own, "col = x" for x of such a type would find two
+# candidates, ours with x cast to the plain type and the built-in one with
+# the column cast, and fail as "operator is not unique" (42725).  Each is an
+# inlinable SQL function that casts x to the plain type, so the planner sees
+# "col = x::plain" (and det_ops indexes serve it).
+cross_sources() {
+    case $1 in
+        int4) echo int2 int8 ;;
+        int8) echo int2 int4 ;;
+        float8) echo float4 ;;
+        timestamptz) echo date timestamp ;;
+    esac
+}
+
 cat "$sql/catalog.sql"
 sed -n 's/^[[:space:]]*X(\([a-z0-9_]*\), *[A-Z0-9_]*, *[A-Z0-9_]*, *\([a-z0-9_]*\), *\(true\|false\), *\([A-Z]\), *\(true\|false\)).*/\1 \2 \3 \4/p' \
     "$root/include/colcrypt/typelist.h" |
@@ -54,6 +71,11 @@ while read -r name plain collatable category; do
             -e "s/@RESTRICT@/$restrict/g" -e "s/@JOIN@/$join/g" \
             -e "s/@SUPPORT@/$support/g" -e "s/@SAMEFLAGS@/$same/g" -e "s/@CROSSFLAGS@/$cross/g" \
             "$sql/operator.sql.in"
+        for src in $(cross_sources "$name"); do
+            sed -e "s/@NAME@/$name/g" -e "s/@PLAIN@/$plain/g" -e "s/@OP@/$op/g" -e "s/@SRC@/$src/g" \
+                -e "s/@SYM@/$sym/g" -e "s/@COM@/$com/g" -e "s/@NEG@/$neg/g" \
+                -e "s/@RESTRICT@/$restrict/g" -e "s/@JOIN@/$join/g" "$sql/crossop.sql.in"
+        done
     done
     sed -e "s/@NAME@/$name/g" -e "s/@PLAIN@/$plain/g" "$sql/opclass.sql.in"
 done
