@@ -57,7 +57,7 @@ include $(PGXS)
 $(OBJS): $(wildcard $(srcdir)/include/colcrypt/*.h)
 
 colcrypt--$(EXTVERSION).sql: src/sql/gen.sh src/sql/catalog.sql src/sql/type.sql.in \
-		src/sql/operator.sql.in src/sql/crossop.sql.in src/sql/opclass.sql.in src/sql/cast.sql.in src/sql/tail.sql include/colcrypt/typelist.h
+		src/sql/operator.sql.in src/sql/crossop.sql.in src/sql/crossenc.sql.in src/sql/opclass.sql.in src/sql/cast.sql.in src/sql/tail.sql include/colcrypt/typelist.h
 	sh $(srcdir)/src/sql/gen.sh $(srcdir) > $@
 
 # ---- C unit tests: the crypto layer and the envelope, without PostgreSQL ----

@@ -87,6 +87,42 @@ SELECT check_ops('i4', 'pi4', '3::int2');
 SELECT check_ops('f8', 'pf8', '0.5::float4');
 SELECT check_ops('ts', 'pts', $$'2024-03-10 07:10:00'::timestamp$$);
 SELECT check_ops('ts', 'pts', $$'2024-03-11'::date$$);
+-- Encrypted numbers of different types against each other compare as
+-- their plain types do.
+SELECT same($$SELECT a.id, b.id FROM twin a JOIN twin b ON a.i4 <= b.i8 WHERE a.id < 60 AND b.id < 60$$,
+            $$SELECT a.id, b.id FROM twin a JOIN twin b ON a.pi4 <= b.pi8 WHERE a.id < 60 AND b.id < 60$$) AS i4_le_i8,
+       same($$SELECT a.id, b.id FROM twin a JOIN twin b ON a.n < b.f8 WHERE a.id < 60 AND b.id < 60$$,
+            $$SELECT a.id, b.id FROM twin a JOIN twin b ON a.pn < b.pf8 WHERE a.id < 60 AND b.id < 60$$) AS n_lt_f8,
+       same($$SELECT a.id, b.id FROM twin a JOIN twin b ON a.i8 >= b.n WHERE a.id < 60 AND b.id < 60$$,
+            $$SELECT a.id, b.id FROM twin a JOIN twin b ON a.pi8 >= b.pn WHERE a.id < 60 AND b.id < 60$$) AS i8_ge_n,
+       same($$SELECT a.id, b.id FROM twin a JOIN twin b ON a.f8 <> b.i4 WHERE a.id < 60 AND b.id < 60$$,
+            $$SELECT a.id, b.id FROM twin a JOIN twin b ON a.pf8 <> b.pi4 WHERE a.id < 60 AND b.id < 60$$) AS f8_ne_i4;
+
+-- Every comparison of two columns whose plain twins resolve resolves too,
+-- for each pair of encrypted and plain types (none is listed).
+CREATE TABLE resolve (p_int2 int2, p_int4 int4, p_int8 int8, p_numeric numeric, p_float4 float4,
+    p_float8 float8, p_date date, p_timestamp timestamp, p_timestamptz timestamptz, p_text text,
+    p_varchar varchar, p_name name, p_bytea bytea, p_jsonb jsonb, p_json json,
+    e_int4 colcrypt.encrypted_int4(k1), e_int8 colcrypt.encrypted_int8(k1),
+    e_numeric colcrypt.encrypted_numeric(k1), e_float8 colcrypt.encrypted_float8(k1),
+    e_date colcrypt.encrypted_date(k1), e_timestamptz colcrypt.encrypted_timestamptz(k1),
+    e_text colcrypt.encrypted_text(k1), e_bytea colcrypt.encrypted_bytea(k1), e_jsonb colcrypt.encrypted_jsonb(k1));
+CREATE FUNCTION resolves(l text, r text, op text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('EXPLAIN SELECT 1 FROM resolve WHERE %s %s %s', l, op, r);
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE;
+END $$;
+WITH c AS (SELECT attname::text AS col FROM pg_attribute WHERE attrelid = 'resolve'::regclass AND attnum > 0),
+     pairs AS (SELECT a.col AS l, b.col AS r, op FROM c a, c b, unnest(ARRAY['=', '<>', '<', '>=']) op
+                WHERE a.col LIKE 'e\_%' OR b.col LIKE 'e\_%')
+SELECT l, op, r, resolves(l, r, op) AS encrypted
+  FROM pairs
+ WHERE resolves(regexp_replace(l, '^e_', 'p_'), regexp_replace(r, '^e_', 'p_'), op) = 'ok'
+   AND resolves(l, r, op) <> 'ok';
+DROP TABLE resolve;
+
 -- A parameter of such a type, and a deterministic index serving it: the
 -- operator is an SQL function the planner inlines into "col = x::int8".
 CREATE TABLE det8 (id integer, v colcrypt.encrypted_int8(k2, deterministic));

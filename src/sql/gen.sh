@@ -3,7 +3,8 @@
 # of include/colcrypt/typelist.h the type (type.sql.in), its six comparison
 # operators in three signatures each (operator.sql.in, once per line of the
 # table below), against the plain type's cross-type partners
-# (crossop.sql.in) and its operator classes (opclass.sql.in), then tail.sql.
+# (crossop.sql.in) and its operator classes (opclass.sql.in); then the
+# operators between encrypted number types (crossenc.sql.in), and tail.sql.
 # Usage: gen.sh <source root>
 set -eu
 root=${1:-.}
@@ -33,19 +34,23 @@ assignment_sources() {
     esac
 }
 
-# Types the plain type has built-in comparison operators with, to which it
-# is not cast implicitly (int4 = int2, timestamptz = date): without an
-# operator of its own, "col = x" for x of such a type would find two
-# candidates, ours with x cast to the plain type and the built-in one with
-# the column cast, and fail as "operator is not unique" (42725).  Each is an
-# inlinable SQL function that casts x to the plain type, so the planner sees
-# "col = x::plain" (and det_ops indexes serve it).
+# Types a plain column compares with, through a built-in cross-type
+# operator (int4 = int2) or an implicit cast of the column (int4 = numeric),
+# which the encrypted type cannot use as they stand: "col = x" would find
+# two candidates, or none, and fail with 42725 or 42883.  Each gets the six
+# operators as inlinable SQL functions that compare as the plain types do.
+# "src:value" casts x to the plain type (a widening cast), so the planner
+# sees "col = x::plain" and det_ops indexes serve it; "src:column" compares
+# the decrypted value with x as PostgreSQL compares the plain type with src
+# (int4 = int8 as int8: x may not fit in an int4).  crossop.sql.in.
 cross_sources() {
     case $1 in
-        int4) echo int2 int8 ;;
-        int8) echo int2 int4 ;;
-        float8) echo float4 ;;
-        timestamptz) echo date timestamp ;;
+        int4) echo int2:value int8:column numeric:column float4:column float8:column ;;
+        int8) echo int2:value int4:value numeric:column float4:column float8:column ;;
+        numeric) echo int2:value int4:value int8:value float4:column float8:column ;;
+        float8) echo float4:value ;;
+        timestamptz) echo date:value timestamp:value ;;
+        text) echo name:value ;;
     esac
 }
 
@@ -71,12 +76,34 @@ while read -r name plain collatable category; do
             -e "s/@RESTRICT@/$restrict/g" -e "s/@JOIN@/$join/g" \
             -e "s/@SUPPORT@/$support/g" -e "s/@SAMEFLAGS@/$same/g" -e "s/@CROSSFLAGS@/$cross/g" \
             "$sql/operator.sql.in"
-        for src in $(cross_sources "$name"); do
+        for cross in $(cross_sources "$name"); do
+            src=${cross%:*}
+            if [ "${cross#*:}" = value ]; then
+                castc='' castv="::pg_catalog.$plain"
+            else
+                castc="::pg_catalog.$plain" castv=''
+            fi
             sed -e "s/@NAME@/$name/g" -e "s/@PLAIN@/$plain/g" -e "s/@OP@/$op/g" -e "s/@SRC@/$src/g" \
+                -e "s/@CASTC@/$castc/g" -e "s/@CASTV@/$castv/g" \
                 -e "s/@SYM@/$sym/g" -e "s/@COM@/$com/g" -e "s/@NEG@/$neg/g" \
                 -e "s/@RESTRICT@/$restrict/g" -e "s/@JOIN@/$join/g" "$sql/crossop.sql.in"
         done
     done
     sed -e "s/@NAME@/$name/g" -e "s/@PLAIN@/$plain/g" "$sql/opclass.sql.in"
+done
+# Encrypted numbers of different types against each other, compared as
+# their plain types are (which the casts alone cannot reach: an encrypted
+# value casts implicitly to its own plain type only).  crossenc.sql.in.
+NUMERIC_TYPES='int4 int8 numeric float8'
+printf '\n-- Comparison operators between encrypted number types.\n'
+for name in $NUMERIC_TYPES; do
+    for other in $NUMERIC_TYPES; do
+        [ "$name" = "$other" ] && continue
+        echo "$OPERATORS" | while read -r op sym com neg restrict join; do
+            sed -e "s/@NAME@/$name/g" -e "s/@PLAIN@/$name/g" -e "s/@OTHER@/$other/g" -e "s/@OTHERPLAIN@/$other/g" \
+                -e "s/@OP@/$op/g" -e "s/@SYM@/$sym/g" -e "s/@COM@/$com/g" -e "s/@NEG@/$neg/g" \
+                -e "s/@RESTRICT@/$restrict/g" -e "s/@JOIN@/$join/g" "$sql/crossenc.sql.in"
+        done
+    done
 done
 cat "$sql/tail.sql"
