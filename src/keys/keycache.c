@@ -57,6 +57,7 @@
 #include "colcrypt/lifecycle.h"
 #include "colcrypt/provider.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
@@ -539,7 +540,14 @@ ColcryptKeyCacheAbandon(uint32 key_id, uint32 version)
 		ErrorData  *ed = CopyErrorData();
 
 		MemoryContextSwitchTo(old);
-		strlcpy(msg, ed->message ? ed->message : "", sizeof(msg));
+		if (ed->message != NULL)
+		{
+			/* Cut at a character boundary: waiters are in this database. */
+			int			len = pg_mbcliplen(ed->message, strlen(ed->message), sizeof(msg) - 1);
+
+			memcpy(msg, ed->message, len);
+			msg[len] = '\0';
+		}
 		FreeErrorData(ed);
 	}
 
