@@ -82,5 +82,18 @@ is($node->safe_psql('postgres', 'SELECT s FROM t WHERE id = 5'), 'row 5', 'and i
 $stats = ColcryptTest::cache_stats($node);
 cmp_ok($stats->{expirations}, '>=', 1, 'expirations are counted');
 
+# An expired key is wiped from shared memory even when no one asks for it
+# again: the janitor sweeps the cache once a second.  (Reading the
+# statistics looks up no key.)
+is(ColcryptTest::server_children($node, qr/colcrypt key cache janitor/), 1, 'the key cache janitor runs');
+is(ColcryptTest::cache_stats($node)->{entries}, 1, 'the key just loaded is cached');
+my $wiped = 0;
+for (1 .. 50)
+{
+	last if ($wiped = ColcryptTest::cache_stats($node)->{entries} == 0);
+	select(undef, undef, undef, 0.2);
+}
+ok($wiped, 'within a few seconds of its TTL (1 s) the entry is gone, with no lookup of it');
+
 $node->stop;
 done_testing();

@@ -66,6 +66,8 @@ $standby->init_from_backup($primary, 'base', has_streaming => 1);
 $standby->start;
 $primary->wait_for_catchup($standby);
 is($standby->safe_psql('postgres', 'SELECT pg_is_in_recovery()'), 't', 'the standby is in recovery');
+is(ColcryptTest::server_children($standby, qr/colcrypt key cache janitor/), 1,
+	'the key cache janitor runs on the standby too');
 my $cache0 = ColcryptTest::cache_stats($standby);
 is($cache0->{entries} . '/' . $cache0->{kms_calls}, '0/0',
 	'the standby starts with an empty cache of its own (shared memory is per server)');

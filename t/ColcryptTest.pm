@@ -72,6 +72,29 @@ sub cache_stats
 	return \%h;
 }
 
+# Child processes of a node's postmaster whose process title matches $re
+# (background workers without a database are not in pg_stat_activity).
+sub server_children
+{
+	my ($node, $re) = @_;
+	my $ppid = $node->{_pid} or return 0;
+	my $n = 0;
+	for my $stat (glob('/proc/[0-9]*/stat'))
+	{
+		open(my $fh, '<', $stat) or next;
+		my $line = <$fh>;
+		close $fh;
+		next unless defined $line && $line =~ /\) \S+ (\d+) / && $1 == $ppid;
+		(my $cmd = $stat) =~ s/stat$/cmdline/;
+		open($fh, '<', $cmd) or next;
+		local $/;
+		my $args = <$fh> // '';
+		close $fh;
+		$n++ if $args =~ $re;
+	}
+	return $n;
+}
+
 # Files under $dir (recursively) whose bytes contain $needle: a list of
 # paths relative to $dir.  Unreadable files are reported as failures.
 sub files_containing

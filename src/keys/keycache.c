@@ -45,6 +45,10 @@
  *	 - The transit secret is written once, in the postmaster, before any
  *	   backend exists, and only read afterwards.
  *
+ * An entry past its TTL is wiped at its next lookup, at eviction, or by the
+ * janitor (a background worker that sweeps the cache once a second), so
+ * key bytes stay no longer than colcrypt.key_cache_ttl plus a second.
+ *
  *-------------------------------------------------------------------------
  */
 #include "colcrypt/colcrypt.h"
@@ -60,11 +64,15 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -133,6 +141,8 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 #endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool exit_callback_registered = false;
+
+static void register_janitor(void);
 
 static Size
 page_size(void)
@@ -248,6 +258,7 @@ ColcryptKeyCacheInit(void)
 #endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = keycache_shmem_startup;
+	register_janitor();
 }
 
 static KeyCacheShared *
@@ -647,6 +658,95 @@ ColcryptKeyCacheForget(uint32 key_id, int64 version)
 	uint64		kv = ((uint64) key_id << 32) | (version < 0 ? PG_UINT32_MAX : (uint32) version);
 
 	ColcryptKeyCacheForgetVersions(&kv, 1);
+}
+
+/*
+ * Wipe every entry whose TTL has passed; returns how many.  A first look
+ * under the shared lock, so that a cache with nothing expired costs readers
+ * nothing.
+ */
+static int
+sweep_expired(KeyCacheShared *c)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	bool		any = false;
+	int			n = 0;
+
+	LWLockAcquire(c->lock, LW_SHARED);
+	for (int i = 0; i < c->nslots && !any; i++)
+		any = slot_expired(&c->slots[i], now);
+	LWLockRelease(c->lock);
+	if (!any)
+		return 0;
+
+	LWLockAcquire(c->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < c->nslots; i++)
+	{
+		KeySlot    *s = &c->slots[i];
+
+		if (slot_expired(s, now))
+		{
+			wipe_slot(s);
+			n++;
+		}
+	}
+	LWLockRelease(c->lock);
+	pg_atomic_fetch_add_u64(&c->expirations, n);
+	return n;
+}
+
+/*
+ * The janitor: a background worker of its own, without a database, started
+ * with the postmaster on a primary and a standby alike.  Once a second it
+ * wipes the entries whose colcrypt.key_cache_ttl has passed, so an
+ * unwrapped data key stays in shared memory no longer than the TTL (and a
+ * second) even when no one asks for it again: a key whose master key was
+ * revoked in the key manager, or one of a database dropped since.  (Before
+ * it, an expired entry was only wiped at its next lookup or eviction.)
+ */
+static void
+register_janitor(void)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS;
+	bgw.bgw_start_time = BgWorkerStart_PostmasterStart;
+	bgw.bgw_restart_time = 5;
+	strlcpy(bgw.bgw_library_name, "colcrypt", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "colcrypt_key_cache_janitor_main", BGW_MAXLEN);
+	strlcpy(bgw.bgw_name, "colcrypt key cache janitor", BGW_MAXLEN);
+	strlcpy(bgw.bgw_type, "colcrypt key cache janitor", BGW_MAXLEN);
+	RegisterBackgroundWorker(&bgw);
+}
+
+PGDLLEXPORT void colcrypt_key_cache_janitor_main(Datum arg);
+
+void
+colcrypt_key_cache_janitor_main(Datum arg)
+{
+	KeyCacheShared *c;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	c = get_cache();
+
+	for (;;)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		if (ShutdownRequestPending)
+			proc_exit(0);
+		if (ConfigReloadPending)
+		{
+			/* colcrypt.key_cache_ttl may have changed */
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		(void) sweep_expired(c);
+	}
 }
 
 /* Wipe every unwrapped key; returns how many there were. */
