@@ -115,7 +115,7 @@ sub _start
 	{
 		return 'SoftHSM2 is not installed' unless -f $SOFTHSM;
 		return 'softhsm2-util or pkcs11-tool is missing'
-		  if system('sh', '-c', 'command -v softhsm2-util && command -v pkcs11-tool >/dev/null') != 0;
+		  if system('sh', '-c', '{ command -v softhsm2-util && command -v pkcs11-tool; } >/dev/null 2>&1') != 0;
 		my $out = `$SRC/test/hsm/softhsm.sh init $dir colcrypt 13571357 2>&1`;
 		return "SoftHSM2 token could not be made: $out" if $? != 0;
 		$ENV{SOFTHSM2_CONF} = "$dir/softhsm2.conf";
