@@ -88,6 +88,39 @@ UPDATE vault SET v = :'ct' WHERE id = 2;
 RESET ROLE;
 SELECT id, v FROM vault ORDER BY id;
 
+-- A writer and unique indexes.  A deterministic one (det_ops) compares
+-- ciphertext bytes: the writer's inserts work, a duplicate fails with
+-- 23505, and the detail shows the ciphertext, never the plaintext.  A
+-- default-class (plaintext-order) index compares plaintexts, which takes
+-- the decrypt privilege: the writer's insert is refused with 42501 (else
+-- inserting would tell a writer the equality and order of values it may
+-- not read).
+CREATE TABLE wuniq (id integer, d colcrypt.encrypted_text(owned, deterministic), p colcrypt.encrypted_text(owned));
+CREATE UNIQUE INDEX wuniq_d ON wuniq (d colcrypt.encrypted_text_det_ops);
+GRANT SELECT, INSERT ON wuniq TO cc_writer;
+INSERT INTO wuniq VALUES (1, 'taken', 'x');
+SET ROLE cc_writer;
+INSERT INTO wuniq VALUES (2, 'free', 'y');
+DO $$
+DECLARE st text; det text;
+BEGIN
+    INSERT INTO wuniq VALUES (3, 'taken', 'z');
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS st = RETURNED_SQLSTATE, det = PG_EXCEPTION_DETAIL;
+    RAISE NOTICE 'SQLSTATE %, detail shows ciphertext: %, plaintext: %',
+        st, det ~ '^Key \(d\)=\(colcrypt:[A-Za-z0-9+/=]+\) already exists\.$', strpos(det, 'taken') > 0;
+END $$;
+RESET ROLE;
+CREATE UNIQUE INDEX wuniq_p ON wuniq (p);
+SET ROLE cc_writer;
+\set VERBOSITY terse
+INSERT INTO wuniq VALUES (4, 'other', 'w');
+\echo SQLSTATE :SQLSTATE
+\set VERBOSITY default
+RESET ROLE;
+SELECT id, d, p FROM wuniq ORDER BY id;
+DROP TABLE wuniq;
+
 -- Revoking takes effect at once.
 SELECT colcrypt.revoke_key('owned', 'cc_app', 'decrypt');
 SET ROLE cc_app;
