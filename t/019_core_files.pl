@@ -140,6 +140,38 @@ if ($ccore)
 	ok(!(grep { /^(data key|master key)/ } @found), 'even then, no data key or master key bytes');
 	unlink $ccore;
 }
+
+# An idle backend lets go of its key contexts.  key_cache_evict() reaches it
+# while it waits for its client (the catch-up interrupt makes it run an empty
+# transaction, at whose end it frees them)...
+$node->safe_psql('postgres', 'SELECT colcrypt.key_cache_evict()');
+my $idle_gone = sub {
+	my ($pid, $what) = @_;
+	my @found;
+	for (1 .. 20)
+	{
+		my $core = ColcryptTest::gcore($pid, $cores) or last;
+		@found = grep { /subkey/ } core_holds($core);
+		unlink $core;
+		last unless @found;
+		sleep 1;
+	}
+	is_deeply(\@found, [], $what);
+};
+$idle_gone->($cpid, 'after key_cache_evict() the idle session\'s core holds no subkey');
+is($c->query_safe(qq{SELECT count(*) FROM enc WHERE s::text LIKE '$s1%'}), '2010', 'and it reads on (keys fetched again)');
+# ... and so does the end of the TTL, with no one evicting.
+$node->safe_psql('postgres', 'ALTER SYSTEM SET colcrypt.key_cache_ttl = 3; SELECT pg_reload_conf()');
+$node->poll_query_until('postgres', 'SHOW colcrypt.key_cache_ttl', '3s');
+my $e = $node->background_psql('postgres');
+my $epid = $e->query_safe('SELECT pg_backend_pid()');
+$e->query_safe(qq{SELECT count(*) FROM enc WHERE s::text LIKE '$s1%' AND d = '$s1' || '$s2' || '-d3'});
+my $ecore = ColcryptTest::gcore($epid, $cores);
+ok($ecore && (grep { /^GCM subkey/ } core_holds($ecore)), 'a session that just used the key holds its subkeys');
+unlink $ecore if $ecore;
+$idle_gone->($epid, 'a few seconds after the TTL (3 s), idle, it holds none');
+$e->quit;
+$node->safe_psql('postgres', 'ALTER SYSTEM RESET colcrypt.key_cache_ttl; SELECT pg_reload_conf()');
 $c->quit;
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET colcrypt.allow_core_dumps; SELECT pg_reload_conf()');
 $node->poll_query_until('postgres', 'SHOW colcrypt.allow_core_dumps', 'off');

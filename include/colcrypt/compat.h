@@ -39,4 +39,11 @@
 #define COLCRYPT_B64_DST(p) ((char *) (p))
 #endif
 
+/* SendProcSignal's "look the pid up" argument was renamed in 17. */
+#if PG_VERSION_NUM >= 170000
+#define COLCRYPT_INVALID_BACKEND INVALID_PROC_NUMBER
+#else
+#define COLCRYPT_INVALID_BACKEND InvalidBackendId
+#endif
+
 #endif							/* COLCRYPT_COMPAT_H */

@@ -13,6 +13,17 @@
  * past a bound.  The data key itself is held only for the instant of the
  * derivation and wiped.
  *
+ * An idle backend lets go too.  A TTL's end and a catalog epoch change
+ * (key_cache_evict(), any key catalog change) are otherwise noticed only at
+ * the backend's next key use, which for a connection idle in a pool may be
+ * hours away.  So a backend holding contexts arms a timer for the earliest
+ * TTL end, and key_cache_evict() signals every backend; either raises
+ * PostgreSQL's own catch-up interrupt, which an idle backend serves by
+ * starting and committing an empty transaction, and at the end of every
+ * transaction the contexts whose TTL has ended, or all of them once the
+ * epoch moved, are freed (freeing cleanses each key schedule).  A backend
+ * idle inside a transaction block lets go when that transaction ends.
+ *
  * Lookup order for a version without a live context: the shared cache
  * (keycache.c), then the provider, which is asked by one backend while the
  * others wait (see keycache.c's protocol).
@@ -46,11 +57,13 @@
 #include "colcrypt/keycache.h"
 #include "colcrypt/keys.h"
 #include "colcrypt/provider.h"
+#include "access/xact.h"
 #include "miscadmin.h"
+#include "storage/sinval.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
-#include "access/xact.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #define MAX_LOCAL_DEKS		1024
@@ -73,6 +86,10 @@ static HTAB *deks = NULL;
 static ColcryptDek *last_dek = NULL;
 static uint32 transit_generation = 0;	/* this backend's current one */
 static uint64 deks_generation = 0;	/* metadata generation the contexts belong to */
+static uint64 deks_epoch = 0;	/* catalog epoch when the table was last emptied */
+static TimestampTz expiry_armed = 0;	/* when the TTL timer fires; 0: not armed */
+static TimeoutId expiry_timeout = MAX_TIMEOUTS; /* MAX_TIMEOUTS: not registered */
+static bool xact_callback_registered = false;
 
 void
 ColcryptKeyAccessInit(void)
@@ -97,6 +114,8 @@ forget_matching(bool all, uint32 key_id, int64 version)
 	ColcryptDek *d;
 
 	last_dek = NULL;
+	if (all)
+		deks_epoch = ColcryptCatalogEpoch();
 	if (deks == NULL)
 		return;
 	hash_seq_init(&seq, deks);
@@ -140,6 +159,92 @@ dek_table(void)
 						   HASH_ELEM | HASH_BLOBS);
 	}
 	return deks;
+}
+
+/* The TTL timer: raise the catch-up interrupt (signal handler context). */
+static void
+expiry_timeout_handler(void)
+{
+	HandleCatchupInterrupt();
+}
+
+/* Arm the TTL timer for the earliest end among the contexts, if any. */
+static void
+arm_expiry(void)
+{
+	TimestampTz next = 0;
+
+	if (deks != NULL)
+	{
+		HASH_SEQ_STATUS seq;
+		ColcryptDek *d;
+
+		hash_seq_init(&seq, deks);
+		while ((d = hash_seq_search(&seq)) != NULL)
+			if (d->gcm != NULL && d->expires_at != 0 && (next == 0 || d->expires_at < next))
+				next = d->expires_at;
+	}
+	if (next == expiry_armed)
+		return;
+	if (expiry_timeout == MAX_TIMEOUTS)
+		expiry_timeout = RegisterTimeout(USER_TIMEOUT, expiry_timeout_handler);
+	if (next == 0)
+		disable_timeout(expiry_timeout, false);
+	else
+		enable_timeout_at(expiry_timeout, next);
+	expiry_armed = next;
+}
+
+/*
+ * At the end of every transaction (the empty one an idle backend runs for
+ * the catch-up interrupt included): free every context once the catalog
+ * epoch moved, else those whose TTL has ended.  Freeing is all it does, so
+ * it cannot fail.
+ */
+static void
+release_stale_contexts(XactEvent event, void *arg)
+{
+	HASH_SEQ_STATUS seq;
+	ColcryptDek *d;
+	TimestampTz now;
+
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
+		return;
+	if (deks == NULL || hash_get_num_entries(deks) == 0)
+		return;
+	if (ColcryptCatalogEpoch() != deks_epoch)
+	{
+		forget_matching(true, 0, 0);
+		arm_expiry();
+		return;
+	}
+	if (expiry_armed == 0 || (now = GetCurrentTimestamp()) < expiry_armed)
+		return;
+	last_dek = NULL;
+	hash_seq_init(&seq, deks);
+	while ((d = hash_seq_search(&seq)) != NULL)
+	{
+		if (d->expires_at != 0 && d->expires_at <= now)
+		{
+			dek_release(d);
+			hash_search(deks, d, HASH_REMOVE, NULL);
+		}
+	}
+	arm_expiry();
+}
+
+/* A context was built: make sure it is let go of at its TTL's end. */
+static void
+watch_context(ColcryptDek *d)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(release_stale_contexts, NULL);
+		xact_callback_registered = true;
+	}
+	if (d->expires_at != 0 && (expiry_armed == 0 || d->expires_at < expiry_armed))
+		arm_expiry();
 }
 
 /* Derive the GCM and SIV subkeys of a data key version and key contexts. */
@@ -468,6 +573,7 @@ dek_for(ColcryptKeyMeta *meta, uint32 version)
 		}
 		PG_END_TRY();
 		d->expires_at = loaded_at + (int64) colcrypt_key_cache_ttl * USECS_PER_SEC;
+		watch_context(d);
 	}
 	PG_CATCH();
 	{
@@ -507,6 +613,7 @@ transit_dek(uint32 generation)
 		{
 			ColcryptTransitKey(generation, key);
 			dek_build(d, key);
+			watch_context(d);
 		}
 		PG_FINALLY();
 		{

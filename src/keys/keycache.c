@@ -70,6 +70,8 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/procsignal.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -749,6 +751,23 @@ colcrypt_key_cache_janitor_main(Datum arg)
 	}
 }
 
+/*
+ * Send every other backend PostgreSQL's catch-up interrupt, which an idle
+ * one serves by running an empty transaction.  (A stale pid is harmless:
+ * SendProcSignal finds no such backend.)
+ */
+static void
+wake_backends(void)
+{
+	for (uint32 i = 0; i < ProcGlobal->allProcCount; i++)
+	{
+		int			pid = ProcGlobal->allProcs[i].pid;
+
+		if (pid != 0 && pid != MyProcPid)
+			(void) SendProcSignal(pid, PROCSIG_CATCHUP_INTERRUPT, COLCRYPT_INVALID_BACKEND);
+	}
+}
+
 /* Wipe every unwrapped key; returns how many there were. */
 int
 ColcryptKeyCacheEvictAll(void)
@@ -768,8 +787,13 @@ ColcryptKeyCacheEvictAll(void)
 		}
 	}
 	LWLockRelease(c->lock);
-	/* Every backend drops its key schedules when it sees the new epoch. */
+	/*
+	 * Every backend drops its key schedules when it sees the new epoch: at
+	 * its next key use, or at the end of its next transaction, which the
+	 * catch-up interrupt makes an idle backend run (see keyaccess.c).
+	 */
 	ColcryptBumpCatalogEpoch();
+	wake_backends();
 	return n;
 }
 
