@@ -573,7 +573,6 @@ dek_for(ColcryptKeyMeta *meta, uint32 version)
 		}
 		PG_END_TRY();
 		d->expires_at = loaded_at + (int64) colcrypt_key_cache_ttl * USECS_PER_SEC;
-		watch_context(d);
 	}
 	PG_CATCH();
 	{
@@ -583,6 +582,7 @@ dek_for(ColcryptKeyMeta *meta, uint32 version)
 	}
 	PG_END_TRY();
 	d->meta_generation = ColcryptMetaGeneration();
+	watch_context(d);
 	last_dek = d;
 	return d;
 }
