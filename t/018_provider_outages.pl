@@ -50,6 +50,7 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time sleep);
 use ColcryptTest;
+use ColcryptKms;
 
 my $TTL = 4;                           # colcrypt.key_cache_ttl, s
 my $KMS_TIMEOUT = 1500;                # colcrypt.kms_timeout, ms
@@ -73,20 +74,12 @@ my $src = "$FindBin::RealBin/..";
 
 # ---- Which fixtures this machine has ----
 my %missing;
+for my $kind ('kmip', 'vault', 'aws-kms', 'pkcs11')
 {
-	my $module = '/usr/lib/softhsm/libsofthsm2.so';
-	if (!-f $module) { $missing{pkcs11} = 'SoftHSM2 is not installed' }
-	elsif (system('sh', '-c', 'command -v softhsm2-util && command -v pkcs11-tool') != 0)
-	{
-		$missing{pkcs11} = 'softhsm2-util or pkcs11-tool is missing';
-	}
-	elsif (!-f "$src/test/p11shim.so") { $missing{pkcs11} = 'test/p11shim.so is not built (make test-programs)' }
-	$missing{kmip} = 'PyKMIP is not installed' unless -d '/usr/lib/python3/dist-packages/kmip';
-	if (system('/usr/bin/python3', '-c', 'import cryptography') != 0)
-	{
-		$missing{vault} = $missing{'aws-kms'} = 'python3-cryptography is not installed (emulators)';
-	}
+	my $why = ColcryptKms::why_missing($kind);
+	$missing{$kind} = $why if defined $why;
 }
+$missing{pkcs11} //= 'test/p11shim.so is not built (make test-programs)' unless -f "$src/test/p11shim.so";
 
 # The token (before the server starts: the postmaster's environment
 # carries its configuration and the shim's hang file).

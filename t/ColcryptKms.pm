@@ -85,11 +85,35 @@ sub report_missing
 	return;
 }
 
+# Why this machine cannot run a kind's fixture, or undef when it can.
+sub why_missing
+{
+	my ($kind) = @_;
+	if ($kind eq 'kmip')
+	{
+		return 'PyKMIP is not installed' unless -d '/usr/lib/python3/dist-packages/kmip';
+	}
+	elsif ($kind eq 'vault' || $kind eq 'aws-kms')
+	{
+		return 'python3-cryptography is not installed (emulators)'
+		  if system('/usr/bin/python3', '-c', 'import cryptography') != 0;
+	}
+	elsif ($kind eq 'pkcs11')
+	{
+		return 'SoftHSM2 is not installed' unless -f $SOFTHSM;
+		return 'softhsm2-util or pkcs11-tool is missing'
+		  if system('sh', '-c', '{ command -v softhsm2-util && command -v pkcs11-tool; } >/dev/null 2>&1') != 0;
+	}
+	return undef;
+}
+
 sub _start
 {
 	my ($self, $kind) = @_;
 	my $dir = "$self->{dir}/$kind";
 	my $fx = $self->{fixture}{$kind} = { dir => $dir };
+	my $why = why_missing($kind);
+	return $why if defined $why;
 	if ($kind eq 'file')
 	{
 		mkdir $dir;
@@ -97,7 +121,6 @@ sub _start
 	}
 	elsif ($kind eq 'kmip')
 	{
-		return 'PyKMIP is not installed' unless -d '/usr/lib/python3/dist-packages/kmip';
 		$fx->{port} = PostgreSQL::Test::Cluster::get_free_port();
 		system("$SRC/test/kmip/server.sh", 'start', $dir, $fx->{port}) == 0
 		  or return "PyKMIP did not start in $dir";
@@ -105,17 +128,12 @@ sub _start
 	}
 	elsif ($kind eq 'vault' || $kind eq 'aws-kms')
 	{
-		return 'python3-cryptography is not installed (emulators)'
-		  if system('/usr/bin/python3', '-c', 'import cryptography') != 0;
 		my $emu = $kind eq 'vault' ? 'vault' : 'awskms';
 		$fx->{port} = ColcryptTest::emu_start($emu, $dir);
 		$fx->{stop} = sub { ColcryptTest::emu_stop($emu, $dir) };
 	}
 	elsif ($kind eq 'pkcs11')
 	{
-		return 'SoftHSM2 is not installed' unless -f $SOFTHSM;
-		return 'softhsm2-util or pkcs11-tool is missing'
-		  if system('sh', '-c', '{ command -v softhsm2-util && command -v pkcs11-tool; } >/dev/null 2>&1') != 0;
 		my $out = `$SRC/test/hsm/softhsm.sh init $dir colcrypt 13571357 2>&1`;
 		return "SoftHSM2 token could not be made: $out" if $? != 0;
 		$ENV{SOFTHSM2_CONF} = "$dir/softhsm2.conf";
