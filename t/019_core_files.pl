@@ -127,18 +127,31 @@ if ($bcore)
 # --- the scan can find keys: colcrypt.allow_core_dumps = on ------------------
 $node->safe_psql('postgres', 'ALTER SYSTEM SET colcrypt.allow_core_dumps = on; SELECT pg_reload_conf()');
 $node->poll_query_until('postgres', 'SHOW colcrypt.allow_core_dumps', 'on');
-my $c = $node->background_psql('postgres');
-my $cpid = $c->query_safe('SELECT pg_backend_pid()');
-$c->query_safe(qq{SELECT count(*) FROM enc WHERE s::text LIKE '$s1%' AND d = '$s1' || '$s2' || '-d3'});
-my $ccore = ColcryptTest::gcore($cpid, $cores);
-ok(defined $ccore, 'with colcrypt.allow_core_dumps = on a key-using backend is dumpable');
-if ($ccore)
+# A session that has just read and compared values with the key, and what a
+# live process's core holds (undef: gcore made none; the core is removed).
+sub key_session
 {
-	my @found = core_holds($ccore);
-	ok((grep { /^GCM subkey/ } @found), 'and its core holds the GCM subkey: the scan finds keys ('
-		  . join(', ', @found) . ')');
-	ok(!(grep { /^(data key|master key)/ } @found), 'even then, no data key or master key bytes');
-	unlink $ccore;
+	my $s = $node->background_psql('postgres');
+	my $pid = $s->query_safe('SELECT pg_backend_pid()');
+	$s->query_safe(qq{SELECT count(*) FROM enc WHERE s::text LIKE '$s1%' AND d = '$s1' || '$s2' || '-d3'});
+	return ($s, $pid);
+}
+sub live_core_holds
+{
+	my ($pid) = @_;
+	my $core = ColcryptTest::gcore($pid, $cores) or return undef;
+	my @found = core_holds($core);
+	unlink $core;
+	return \@found;
+}
+my ($c, $cpid) = key_session();
+my $cfound = live_core_holds($cpid);
+ok(defined $cfound, 'with colcrypt.allow_core_dumps = on a key-using backend is dumpable');
+if ($cfound)
+{
+	ok((grep { /^GCM subkey/ } @$cfound), 'and its core holds the GCM subkey: the scan finds keys ('
+		  . join(', ', @$cfound) . ')');
+	ok(!(grep { /^(data key|master key)/ } @$cfound), 'even then, no data key or master key bytes');
 }
 
 # An idle backend lets go of its key contexts.  key_cache_evict() reaches it
@@ -150,9 +163,8 @@ my $idle_gone = sub {
 	my @found;
 	for (1 .. 20)
 	{
-		my $core = ColcryptTest::gcore($pid, $cores) or last;
-		@found = grep { /subkey/ } core_holds($core);
-		unlink $core;
+		my $held = live_core_holds($pid) or last;
+		@found = grep { /subkey/ } @$held;
 		last unless @found;
 		sleep 1;
 	}
@@ -163,12 +175,9 @@ is($c->query_safe(qq{SELECT count(*) FROM enc WHERE s::text LIKE '$s1%'}), '2010
 # ... and so does the end of the TTL, with no one evicting.
 $node->safe_psql('postgres', 'ALTER SYSTEM SET colcrypt.key_cache_ttl = 3; SELECT pg_reload_conf()');
 $node->poll_query_until('postgres', 'SHOW colcrypt.key_cache_ttl', '3s');
-my $e = $node->background_psql('postgres');
-my $epid = $e->query_safe('SELECT pg_backend_pid()');
-$e->query_safe(qq{SELECT count(*) FROM enc WHERE s::text LIKE '$s1%' AND d = '$s1' || '$s2' || '-d3'});
-my $ecore = ColcryptTest::gcore($epid, $cores);
-ok($ecore && (grep { /^GCM subkey/ } core_holds($ecore)), 'a session that just used the key holds its subkeys');
-unlink $ecore if $ecore;
+my ($e, $epid) = key_session();
+my $efound = live_core_holds($epid);
+ok($efound && (grep { /^GCM subkey/ } @$efound), 'a session that just used the key holds its subkeys');
 $idle_gone->($epid, 'a few seconds after the TTL (3 s), idle, it holds none');
 $e->quit;
 $node->safe_psql('postgres', 'ALTER SYSTEM RESET colcrypt.key_cache_ttl; SELECT pg_reload_conf()');
