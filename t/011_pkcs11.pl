@@ -9,6 +9,7 @@ use warnings;
 use FindBin;
 use lib $FindBin::RealBin;
 
+use IPC::Run;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
@@ -116,6 +117,44 @@ for (1 .. 50)
 }
 ok($recovered, 'the provider works again once the token answers, without a restart');
 is($node->safe_psql('postgres', $sum_sql), $good, 'every value reads back');
+
+# ---- A token that comes back to many waiting backends at once ----
+# Sixteen backends, each loading a key of its own, wait on the hung token;
+# when it answers again they all log in at once, which makes SoftHSM2 answer
+# some logins CKR_GENERAL_ERROR (another process is rewriting the token's
+# file).  Every statement must succeed: three rounds.
+{
+	my $n = 16;
+	$node->safe_psql('postgres', join('', map { qq{
+		SELECT colcrypt.create_key('herd$_', 'hsm_cmk');
+		CREATE TABLE herd$_ (v colcrypt.encrypted_text(herd$_));
+		INSERT INTO herd$_ VALUES ('herd $_');} } 1 .. $n));
+	my @failed;
+	for my $round (1 .. 3)
+	{
+		$node->safe_psql('postgres', 'SELECT colcrypt.key_cache_evict()');
+		open(my $fh, '>', $hang) or die;
+		close $fh;
+		my @runs;
+		for my $i (1 .. $n)
+		{
+			my ($out, $err) = ('', '');
+			my $h = IPC::Run::start([ 'psql', '-XAtq', '-d', $node->connstr('postgres'),
+				'-c', "SELECT v FROM herd$i" ], '>', \$out, '2>', \$err);
+			push @runs, [ $i, $h, \$out, \$err ];
+		}
+		select(undef, undef, undef, 0.7);
+		unlink $hang or die "unlink: $!";
+		for my $r (@runs)
+		{
+			my ($i, $h, $out, $err) = @$r;
+			$h->finish;
+			push @failed, "round $round, herd$i: $$err" unless $$out eq "herd $i\n";
+		}
+	}
+	is(scalar(@failed), 0, 'sixteen backends logging in at once when the token answers again all succeed, three rounds')
+	  or diag(join('', @failed[0 .. ($#failed < 4 ? $#failed : 4)]));
+}
 
 # ---- Audit rows and the server log ----
 $node->safe_psql('postgres', 'SELECT colcrypt.audit_flush()');
