@@ -17,13 +17,13 @@ CRYPTO_SRCS = src/crypto/aead.c src/crypto/gcm_batch.c src/crypto/primitives.c s
 SRCS = src/colcrypt.c \
 	$(CRYPTO_SRCS) \
 	src/keys/keycache.c src/keys/catalog.c src/keys/keyaccess.c \
-	src/keys/keymgmt.c src/keys/lifecycle.c src/keys/audit.c \
+	src/keys/keymgmt.c src/keys/lifecycle.c src/keys/reencrypt.c src/keys/audit.c \
 	src/providers/provider.c src/providers/provider_util.c src/providers/file.c src/providers/pkcs11.c \
 	src/providers/kmip.c src/providers/ttlv.c \
 	src/providers/http.c src/providers/json.c src/providers/sigv4.c \
 	src/providers/vault.c src/providers/awskms.c \
 	src/types/typedesc.c src/types/enctype.c src/types/compare.c src/types/ddl_guard.c src/types/logredact.c \
-	src/exec/batch.c src/exec/batchscan.c
+	src/exec/batch.c src/exec/batchscan.c src/exec/execguard.c
 OBJS = $(SRCS:.c=.o)
 
 P11KIT_CFLAGS := $(shell pkg-config --cflags p11-kit-1 2>/dev/null || echo -I/usr/include/p11-kit-1)

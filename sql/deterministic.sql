@@ -39,14 +39,18 @@ SELECT DISTINCT age FROM people_det ORDER BY age;
 SELECT a.id, b.id FROM people_det a JOIN people_det b ON a.email = b.email AND a.id < b.id;
 SELECT id FROM people_det WHERE age = 30 ORDER BY id;
 
--- UNIQUE on a deterministic column, as a constraint (default operator
--- class: plaintext order, so it holds across key versions; a warning says
--- what such an index reveals) and as a ciphertext index.
+-- UNIQUE on a deterministic column: a constraint would make a
+-- default-class index, which keeps plaintext order and is refused; asked
+-- for by name (ord_ops: plaintext order, so it holds across key versions;
+-- a warning says what such an index reveals), and as a ciphertext index.
+SELECT try($$CREATE TABLE refused (login colcrypt.encrypted_text(dk, deterministic) UNIQUE)$$);
+SELECT try($$CREATE TABLE refused (login colcrypt.encrypted_text(dk, deterministic) PRIMARY KEY)$$);
 CREATE TABLE accounts (
     id     integer PRIMARY KEY,
-    login  colcrypt.encrypted_text(dk, deterministic) UNIQUE,
+    login  colcrypt.encrypted_text(dk, deterministic),
     token  colcrypt.encrypted_text(dk, deterministic)
 );
+CREATE UNIQUE INDEX accounts_login_key ON accounts (login colcrypt.encrypted_text_ord_ops);
 CREATE UNIQUE INDEX accounts_token ON accounts (token colcrypt.encrypted_text_det_ops);
 INSERT INTO accounts VALUES (1, 'root', 't-1'), (2, 'guest', 't-2');
 SELECT try($$INSERT INTO accounts VALUES (3, 'root', 't-3')$$);
@@ -89,7 +93,7 @@ SELECT id FROM people_det WHERE age = 30 ORDER BY id;
 SELECT count(*) AS rows, count(DISTINCT email) AS distinct_emails FROM people_det;
 SELECT email, count(*) FROM people_det WHERE id < 100 GROUP BY email ORDER BY email;
 SELECT count(*) AS pairs FROM people_det a JOIN people_det b ON a.email = b.email WHERE a.id < b.id;
--- The default-class UNIQUE holds across versions; the ciphertext index
+-- The plaintext-order UNIQUE holds across versions; the ciphertext index
 -- is per key version (a known limit until values are re-encrypted).
 SELECT try($$INSERT INTO accounts VALUES (5, 'root', 't-5')$$);
 SELECT try($$INSERT INTO accounts VALUES (5, 'other', 't-1')$$);
@@ -101,11 +105,13 @@ SELECT colcrypt.inspect(email_r)->>'algorithm' AS alg, count(*) FROM people_det 
 SELECT count(*) AS matches FROM people_det a JOIN people_det b ON a.email = b.email_r WHERE a.id < 10;
 SELECT id FROM people_det WHERE note = 'first' AND email = 'alice@example.com';
 
--- Indexes that cannot work are refused; plaintext-order ones warned about.
+-- Indexes that cannot work are refused; plaintext-order ones need asking
+-- for by name, and are warned about.
 SELECT try($$CREATE INDEX ON people_det (note colcrypt.encrypted_text_det_ops)$$);
 SELECT try($$CREATE INDEX ON people_det USING hash (email)$$);
 SELECT try($$CREATE TABLE hashed (k colcrypt.encrypted_int4(dk, deterministic)) PARTITION BY HASH (k)$$);
-CREATE INDEX people_det_note ON people_det (note);
+SELECT try($$CREATE INDEX people_det_note ON people_det (note)$$);
+CREATE INDEX people_det_note ON people_det (note colcrypt.encrypted_text_ord_ops);
 DROP INDEX people_det_note;
 
 -- Deterministic under another key: different ciphertext, same plaintext.

@@ -111,7 +111,7 @@ EXCEPTION WHEN OTHERS THEN
         st, det ~ '^Key \(d\)=\(colcrypt:[A-Za-z0-9+/=]+\) already exists\.$', strpos(det, 'taken') > 0;
 END $$;
 RESET ROLE;
-CREATE UNIQUE INDEX wuniq_p ON wuniq (p);
+CREATE UNIQUE INDEX wuniq_p ON wuniq (p colcrypt.encrypted_text_ord_ops);
 SET ROLE cc_writer;
 \set VERBOSITY terse
 INSERT INTO wuniq VALUES (4, 'other', 'w');

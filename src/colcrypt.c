@@ -130,6 +130,7 @@ _PG_init(void)
 	ColcryptDdlGuardInit();
 	ColcryptLogRedactInit();
 	ColcryptBatchScanInit();
+	ColcryptExecGuardInit();
 }
 
 void

@@ -40,7 +40,7 @@ $node->safe_psql('postgres', qq{
 	                       convert_to('$secret-bin-' || g, 'UTF8'), repeat('p', 100)
 	  FROM generate_series(1, 3000) g;
 	CREATE INDEX enc_det ON enc (det colcrypt.encrypted_text_det_ops);
-	CREATE INDEX enc_s ON enc (s) WHERE id > 0;   -- plaintext order; not the 300 KB row
+	CREATE INDEX enc_s ON enc (s colcrypt.encrypted_text_ord_ops) WHERE id > 0;   -- plaintext order; not the 300 KB row
 	INSERT INTO ctl SELECT g, '$control-ins-' || g, convert_to('$control-bin-' || g, 'UTF8'), repeat('p', 100)
 	  FROM generate_series(1, 3000) g;
 	UPDATE enc SET s = '$secret-upd-' || id WHERE id % 10 = 0;

@@ -15,10 +15,13 @@
  *
  * Errors keep the per-value semantics: the key's privilege and state are
  * checked when a value of it is first asked for, exactly as the per-value
- * path would, and a value that does not open in the batch (malformed,
- * altered, another type) is opened again alone when it is asked for, which
- * raises the error the per-value path raises.  A value never asked for is
- * never decrypted.
+ * path would, and the privilege again for every value handed out, for the
+ * role asking at that moment (a batch opened inside a SECURITY DEFINER
+ * function serves no plaintext to its caller); a value that does not open
+ * in the batch (malformed, altered, another type) is opened again alone
+ * when it is asked for, which raises the error the per-value path raises.
+ * A value nobody asks for raises nothing, though it may be decrypted along
+ * with its batch.
  *
  *-------------------------------------------------------------------------
  */
@@ -76,5 +79,9 @@ extern bool colcrypt_batch_scan;
 extern int	colcrypt_batch_size;
 extern void ColcryptBatchScanDefineSettings(void);
 extern void ColcryptBatchScanInit(void);
+
+/* Checks the executor makes (execguard.c). */
+extern void ColcryptExecGuardInit(void);
+extern bool ColcryptOpfamilyOrdersPlaintext(Oid opfamily);
 
 #endif							/* COLCRYPT_BATCH_H */

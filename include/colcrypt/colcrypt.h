@@ -71,6 +71,13 @@ extern void ColcryptLogRedactInit(void);
  */
 extern void ColcryptNotePlaintext(void);
 
+/*
+ * The current statement decrypted for a role other than the session's,
+ * under a key the session's role may not decrypt: error reports to the
+ * client lose their values.
+ */
+extern void ColcryptNoteForeignPlaintext(void);
+
 /* Name of the extension's schema. */
 #define COLCRYPT_SCHEMA "colcrypt"
 

@@ -44,11 +44,30 @@ extern ColcryptDek *ColcryptDekForEncrypt(uint32 key_id);
  */
 extern ColcryptDek *ColcryptDekForDecrypt(uint32 key_id, uint32 version);
 
-/* Whether the current role holds priv (COLCRYPT_PRIV_*) on the key. */
+/*
+ * Whether the current role holds priv (COLCRYPT_PRIV_*) on the key; for
+ * decrypting inside a foreign key check, also the role it runs for.
+ * Cached per role and key until grants, keys or roles change.
+ */
 extern bool ColcryptHasKeyPrivilege(uint32 key_id, int priv);
+
+/* Whether a given role holds priv on the key (cached likewise). */
+extern bool ColcryptRoleHasKeyPrivilege(Oid role, uint32 key_id, int priv);
 
 /* Raise 42501 with a hint naming the grant unless it does. */
 extern void ColcryptCheckKeyPrivilege(uint32 key_id, int priv);
+
+/* Plaintext of the key is handed out now (ColcryptCheckKeyPrivilege does it). */
+extern void ColcryptNoteDecrypt(uint32 key_id);
+
+/*
+ * The exec layer reports each executor call (ExecutorRun, ExecutorFinish)
+ * on entry and exit, so that a foreign key check can be attributed to the
+ * role whose statement caused it.
+ */
+extern void ColcryptAskerPush(void);
+extern void ColcryptAskerPop(void);
+extern Oid	ColcryptReferentialAsker(void);
 
 /*
  * The bytes of a data key version, from the shared cache or the provider;

@@ -54,4 +54,11 @@ extern bool ColcryptTypesInstalled(void);
 /* Whether typid is one of colcrypt's encrypted types (or a domain over one). */
 extern bool ColcryptIsEncryptedType(Oid typid);
 
+/*
+ * Whether values of typid can hold encrypted values anywhere inside: an
+ * encrypted type, or an array, domain, composite, range or multirange of
+ * one, at any depth.
+ */
+extern bool ColcryptTypeHoldsEncrypted(Oid typid);
+
 #endif							/* COLCRYPT_TYPES_H */

@@ -42,6 +42,7 @@ typedef struct BatchValue
 	struct varlena *ct;			/* the stored envelope datum */
 	uint8	   *pt;				/* plaintext when BV_OPEN */
 	uint32		ptlen;
+	uint32		key_id;			/* its key, when BV_OPEN */
 	BatchValueState state;
 	bool		asked;			/* its plaintext was asked for */
 } BatchValue;
@@ -311,6 +312,7 @@ open_group(BatchValue *v, const cc_envelope *venv)
 		{
 			u->pt = b->items[i].out;
 			u->ptlen = (uint32) b->items[i].inlen;
+			u->key_id = venv->key_id;
 			SET_VARSIZE(u->pt - VARHDRSZ, VARHDRSZ + u->ptlen);
 			u->state = BV_OPEN;
 		}
@@ -345,6 +347,15 @@ ColcryptBatchPlaintext(Datum d, int type, const uint8 **pt, size_t *len)
 	}
 	if (v->state != BV_OPEN)
 		return false;
+
+	/*
+	 * The batch was opened by whoever asked first, maybe another role (a
+	 * SECURITY DEFINER function called in the same scan), or before a
+	 * revoke, a SET ROLE, the end of a definer function: every value handed
+	 * out is checked for the role asking now (cached, so this costs a
+	 * comparison or two).
+	 */
+	ColcryptCheckKeyPrivilege(v->key_id, COLCRYPT_PRIV_DECRYPT);
 	*pt = v->pt;
 	*len = v->ptlen;
 	return true;

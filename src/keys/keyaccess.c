@@ -63,6 +63,9 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/inval.h"
+#include "utils/syscache.h"
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
@@ -293,57 +296,270 @@ dek_build(ColcryptDek *d, const uint8 *dek)
 /* ----------------------------------------------------------------------
  * Privileges
  * ----------------------------------------------------------------------
+ *
+ * Every place that hands out plaintext asks here, at that moment, for the
+ * current user: output, casts, comparisons, hashing, batch values opened
+ * under another role, plaintexts a call site kept.  So the answer is
+ * cached, per role and key, for as long as nothing it depends on changed:
+ * the key metadata (a grant, a revoke, a new owner: the metadata
+ * generation moves, also when another backend's change commits) and the
+ * roles (membership, superuser status: a syscache callback).
+ *
+ * Referential integrity.  PostgreSQL runs a foreign key's checks and
+ * actions as the owner of the table queried (ri_triggers.c), marked
+ * SECURITY_NOFORCE_RLS, on behalf of whoever wrote the row.  A comparison
+ * there answers the writer ("is this plaintext in the referenced table?"),
+ * so the writer must be able to ask it: in that context the decrypt
+ * privilege is needed by the current user *and* the role that caused the
+ * check.  That role is the user of the innermost executor call outside
+ * the check (the exec layer reports each ExecutorRun and ExecutorFinish
+ * here: immediate checks fire inside the writing statement's
+ * ExecutorFinish), or, for a check fired at COMMIT or by SET CONSTRAINTS,
+ * outside any executor, the session's current role.  (Nothing but
+ * ri_triggers.c sets SECURITY_NOFORCE_RLS.)
  */
 
-bool
-ColcryptHasKeyPrivilege(uint32 key_id, int priv)
+typedef struct PrivEntry
 {
-	Oid			role = GetUserId();
+	Oid			role;
+	uint32		key_id;
+	int			held;			/* COLCRYPT_PRIV_* bits */
+} PrivEntry;
+
+#define PRIV_CACHE_SIZE		32
+
+static PrivEntry priv_cache[PRIV_CACHE_SIZE];
+static int	priv_cache_used = 0;
+static int	priv_cache_next = 0;
+static int	priv_cache_last = -1;
+static uint64 priv_cache_generation = 0;	/* metadata generation */
+static uint64 priv_cache_roles = 0; /* roles_generation it was filled at */
+static uint64 roles_generation = 1;
+static bool roles_callback_registered = false;
+
+static void
+roles_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	roles_generation++;
+}
+
+/* The privileges role holds on a key (COLCRYPT_PRIV_* bits), uncached. */
+static int
+privileges_of(Oid role, uint32 key_id)
+{
 	ColcryptKeyMeta *meta;
 	int			held = 0;
 
-	if (key_id == CC_TRANSIT_KEY_ID || superuser())
-		return true;
+	if (superuser_arg(role))
+		return COLCRYPT_PRIV_ENCRYPT | COLCRYPT_PRIV_DECRYPT;
 	meta = ColcryptGetKeyMeta(key_id, true);
 	if (meta == NULL)
-		return false;
+		return 0;
 	if (OidIsValid(meta->owner) && has_privs_of_role(role, meta->owner))
-		return true;
+		return COLCRYPT_PRIV_ENCRYPT | COLCRYPT_PRIV_DECRYPT;
 	for (int i = 0; i < meta->ngrants; i++)
 		if (has_privs_of_role(role, meta->grants[i].grantee))
 			held |= meta->grants[i].privs;
-	return (held & priv) == priv;
+	return held;
+}
+
+bool
+ColcryptRoleHasKeyPrivilege(Oid role, uint32 key_id, int priv)
+{
+	PrivEntry  *e;
+
+	if (key_id == CC_TRANSIT_KEY_ID)
+		return true;
+	if (!roles_callback_registered)
+	{
+		CacheRegisterSyscacheCallback(AUTHOID, roles_changed, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHMEMROLEMEM, roles_changed, (Datum) 0);
+		roles_callback_registered = true;
+	}
+	/* Sees a grant or revoke committed elsewhere (moves the generation). */
+	ColcryptCatalogCheckFreshness();
+	if (priv_cache_generation != ColcryptMetaGeneration() ||
+		priv_cache_roles != roles_generation)
+	{
+		priv_cache_used = 0;
+		priv_cache_next = 0;
+		priv_cache_last = -1;
+		priv_cache_generation = ColcryptMetaGeneration();
+		priv_cache_roles = roles_generation;
+	}
+	if (priv_cache_last >= 0)
+	{
+		e = &priv_cache[priv_cache_last];
+		if (e->role == role && e->key_id == key_id)
+			return (e->held & priv) == priv;
+	}
+	for (int i = 0; i < priv_cache_used; i++)
+	{
+		e = &priv_cache[i];
+		if (e->role == role && e->key_id == key_id)
+		{
+			priv_cache_last = i;
+			return (e->held & priv) == priv;
+		}
+	}
+
+	{
+		int			held = privileges_of(role, key_id);
+
+		/* The lookup may have reloaded the metadata: start over if so. */
+		if (priv_cache_generation != ColcryptMetaGeneration())
+		{
+			priv_cache_used = 0;
+			priv_cache_next = 0;
+			priv_cache_generation = ColcryptMetaGeneration();
+		}
+		e = &priv_cache[priv_cache_next];
+		priv_cache_last = priv_cache_next;
+		priv_cache_next = (priv_cache_next + 1) % PRIV_CACHE_SIZE;
+		if (priv_cache_used < PRIV_CACHE_SIZE)
+			priv_cache_used++;
+		e->role = role;
+		e->key_id = key_id;
+		e->held = held;
+		return (held & priv) == priv;
+	}
+}
+
+/* Executor calls (ExecutorRun, ExecutorFinish) and who made them. */
+typedef struct Asker
+{
+	Oid			user;
+	int			sec_context;
+} Asker;
+
+static Asker *askers = NULL;
+static int	naskers = 0;
+static int	maxaskers = 0;
+
+void
+ColcryptAskerPush(void)
+{
+	if (naskers == maxaskers)
+	{
+		int			n = maxaskers ? maxaskers * 2 : 16;
+
+		askers = askers ?
+			repalloc(askers, sizeof(Asker) * n) :
+			MemoryContextAlloc(TopMemoryContext, sizeof(Asker) * n);
+		maxaskers = n;
+	}
+	GetUserIdAndSecContext(&askers[naskers].user, &askers[naskers].sec_context);
+	naskers++;
+}
+
+void
+ColcryptAskerPop(void)
+{
+	if (naskers > 0)
+		naskers--;
+}
+
+/*
+ * The role a referential integrity check runs for (see above), or
+ * InvalidOid outside one.
+ */
+Oid
+ColcryptReferentialAsker(void)
+{
+	if (!InNoForceRLSOperation())
+		return InvalidOid;
+	for (int i = naskers - 1; i >= 0; i--)
+		if ((askers[i].sec_context & SECURITY_NOFORCE_RLS) == 0)
+			return askers[i].user;
+	return GetOuterUserId();
+}
+
+/*
+ * Whether the current role may use the key so; for decrypting, inside a
+ * referential integrity check, the role it runs for too.
+ */
+bool
+ColcryptHasKeyPrivilege(uint32 key_id, int priv)
+{
+	Oid			writer;
+
+	if (!ColcryptRoleHasKeyPrivilege(GetUserId(), key_id, priv))
+		return false;
+	if ((priv & COLCRYPT_PRIV_DECRYPT) && key_id != CC_TRANSIT_KEY_ID &&
+		OidIsValid(writer = ColcryptReferentialAsker()))
+		return ColcryptRoleHasKeyPrivilege(writer, key_id, priv);
+	return true;
+}
+
+/*
+ * Plaintext of key_id is being handed out: if that is for a role other
+ * than the session's, which may not decrypt it, error reports to the
+ * client during this statement lose their values (logredact.c).
+ */
+void
+ColcryptNoteDecrypt(uint32 key_id)
+{
+	Oid			outer = GetOuterUserId();
+
+	if (key_id != CC_TRANSIT_KEY_ID && GetUserId() != outer &&
+		!ColcryptRoleHasKeyPrivilege(outer, key_id, COLCRYPT_PRIV_DECRYPT))
+		ColcryptNoteForeignPlaintext();
 }
 
 void
 ColcryptCheckKeyPrivilege(uint32 key_id, int priv)
 {
-	if (!ColcryptHasKeyPrivilege(key_id, priv))
+	if (ColcryptHasKeyPrivilege(key_id, priv))
+	{
+		if (priv & COLCRYPT_PRIV_DECRYPT)
+			ColcryptNoteDecrypt(key_id);
+	}
+	else
 	{
 		ColcryptKeyMeta *meta = ColcryptGetKeyMeta(key_id, false);
 		const char *what = priv == COLCRYPT_PRIV_ENCRYPT ? "encrypt" : "decrypt";
+		Oid			role = GetUserId();
 		static TimestampTz last_stmt = 0;
 		static uint32 last_key = 0;
 		static int	last_priv = 0;
+		static Oid	last_role = InvalidOid;
+		bool		for_writer = false;
 
-		/* One audit event per statement, key and privilege. */
+		/* The role that lacks it: the writer, in a foreign key check. */
+		if (ColcryptRoleHasKeyPrivilege(role, key_id, priv))
+		{
+			role = ColcryptReferentialAsker();
+			for_writer = true;
+		}
+
+		/* One audit event per statement, key, privilege and role. */
 		if (last_stmt != GetCurrentStatementStartTimestamp() || last_key != key_id ||
-			last_priv != priv)
+			last_priv != priv || last_role != role)
 		{
 			ColcryptAuditEvent(what, "key", meta->name, 0, "denied",
-							   psprintf("role %s lacks the %s privilege",
-										GetUserNameFromId(GetUserId(), false), what));
+							   psprintf("role %s lacks the %s privilege%s",
+										GetUserNameFromId(role, false), what,
+										for_writer ? " (foreign key check on its behalf)" : ""));
 			last_stmt = GetCurrentStatementStartTimestamp();
 			last_key = key_id;
 			last_priv = priv;
+			last_role = role;
 			meta = ColcryptGetKeyMeta(key_id, false);
 		}
 
+		if (for_writer)
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("permission denied to %s with data key \"%s\"", what, meta->name),
+					 errdetail("A foreign key check compares plaintexts on behalf of role \"%s\", which lacks the %s privilege.",
+							   GetUserNameFromId(role, false), what),
+					 errhint("The key's owner can run: SELECT colcrypt.grant_key('%s', '%s', '%s');",
+							 meta->name, GetUserNameFromId(role, false), what)));
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to %s with data key \"%s\"", what, meta->name),
 				 errhint("The key's owner can run: SELECT colcrypt.grant_key('%s', '%s', '%s');",
-						 meta->name, GetUserNameFromId(GetUserId(), false), what)));
+						 meta->name, GetUserNameFromId(role, false), what)));
 	}
 }
 

@@ -379,7 +379,7 @@ drop_master_key_body(FunctionCallInfo fcinfo)
  */
 
 uint32
-ColcryptCreateKey(const char *name, const char *master_key)
+ColcryptCreateKey(const char *name, const char *master_key, Oid owner)
 {
 	uint32		key_id;
 	ColcryptKeyMeta *clash;
@@ -429,7 +429,7 @@ ColcryptCreateKey(const char *name, const char *master_key)
 
 		values[0] = Int32GetDatum((int32) key_id);
 		values[1] = CStringGetTextDatum(name);
-		values[2] = ObjectIdGetDatum(GetUserId());
+		values[2] = ObjectIdGetDatum(owner);
 		ColcryptCatalogExec("INSERT INTO colcrypt.data_key (key_id, name, owner)"
 							" VALUES ($1, $2, $3::regrole)",
 							3, types, values, NULL, NULL, NULL);
@@ -460,7 +460,7 @@ create_key_body(FunctionCallInfo fcinfo)
 	char	   *name = ColcryptTextArg(fcinfo, 0, "data key name");
 	char	   *master_key = ColcryptTextArg(fcinfo, 1, "master key name");
 
-	ColcryptCreateKey(name, master_key);
+	ColcryptCreateKey(name, master_key, GetUserId());
 	PG_RETURN_INT32(1);
 }
 

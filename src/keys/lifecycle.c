@@ -32,6 +32,8 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "colcrypt/audit.h"
 #include "colcrypt/catalog.h"
@@ -56,6 +58,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "../types/enctype_int.h"
@@ -703,389 +706,6 @@ rotate_master_key_body(FunctionCallInfo fcinfo)
 }
 
 /* ----------------------------------------------------------------------
- * Re-encryption: value helpers and progress
- * ----------------------------------------------------------------------
- */
-
-/* The envelope of an argument of an encrypted type. */
-static struct varlena *
-encrypted_arg(FunctionCallInfo fcinfo, cc_envelope *env)
-{
-	Oid			argtype = get_fn_expr_argtype(fcinfo->flinfo, 0);
-	struct varlena *v;
-
-	if (!OidIsValid(argtype) || !ColcryptIsEncryptedType(argtype))
-		ereport(ERROR,
-				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("argument must be of an encrypted type")));
-	v = PG_GETARG_VARLENA_PP(0);
-	parse_datum(v, env);
-	return v;
-}
-
-/*
- * Whether a value is not under its key's active version but can be moved
- * there: its own version still decrypts (not destroyed, not a version that
- * was never used).
- */
-static bool
-value_is_stale(const cc_envelope *env)
-{
-	ColcryptKeyMeta *meta;
-	ColcryptKeyVersionMeta *v;
-
-	if (env->key_id == CC_TRANSIT_KEY_ID)
-		return false;
-	meta = ColcryptGetKeyMeta(env->key_id, true);
-	if (meta == NULL || meta->active_version <= 0 ||
-		(int32) env->key_version == meta->active_version)
-		return false;
-	v = ColcryptFindVersion(meta, (int32) env->key_version);
-	return v != NULL && (v->state == COLCRYPT_KEY_DEACTIVATED ||
-						 v->state == COLCRYPT_KEY_COMPROMISED);
-}
-
-/*
- * An argument that is an array (or a domain over one) of an encrypted type
- * (or a domain over one), deconstructed; false if it is not such an array.
- */
-typedef struct EncArray
-{
-	ArrayType  *arr;
-	Oid			elemtype;
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	Datum	   *elems;
-	bool	   *nulls;
-	int			n;
-} EncArray;
-
-static bool
-encrypted_array_arg(FunctionCallInfo fcinfo, EncArray *a)
-{
-	Oid			argtype = get_fn_expr_argtype(fcinfo->flinfo, 0);
-	Oid			elem;
-
-	if (!OidIsValid(argtype))
-		return false;
-	elem = get_element_type(getBaseType(argtype));
-	if (!OidIsValid(elem) || !ColcryptIsEncryptedType(elem))
-		return false;
-	a->arr = PG_GETARG_ARRAYTYPE_P(0);
-	a->elemtype = ARR_ELEMTYPE(a->arr);
-	get_typlenbyvalalign(a->elemtype, &a->typlen, &a->typbyval, &a->typalign);
-	deconstruct_array(a->arr, a->elemtype, a->typlen, a->typbyval, a->typalign,
-					  &a->elems, &a->nulls, &a->n);
-	return true;
-}
-
-PG_FUNCTION_INFO_V1(colcrypt_stale);
-
-/* Whether a value (or an element of an array of them) is stale. */
-Datum
-colcrypt_stale(PG_FUNCTION_ARGS)
-{
-	cc_envelope env;
-	EncArray	a;
-
-	if (encrypted_array_arg(fcinfo, &a))
-	{
-		for (int i = 0; i < a.n; i++)
-		{
-			if (a.nulls[i])
-				continue;
-			parse_datum((struct varlena *) DatumGetPointer(a.elems[i]), &env);
-			if (value_is_stale(&env))
-				PG_RETURN_BOOL(true);
-		}
-		PG_RETURN_BOOL(false);
-	}
-	(void) encrypted_arg(fcinfo, &env);
-	PG_RETURN_BOOL(value_is_stale(&env));
-}
-
-PG_FUNCTION_INFO_V1(colcrypt_version_count);
-
-/* How many of a value, or of an array's elements, are under (key, version). */
-Datum
-colcrypt_version_count(PG_FUNCTION_ARGS)
-{
-	uint32		key_id = (uint32) PG_GETARG_INT32(1);
-	uint32		version = (uint32) PG_GETARG_INT32(2);
-	cc_envelope env;
-	EncArray	a;
-	int32		n = 0;
-
-	if (encrypted_array_arg(fcinfo, &a))
-	{
-		for (int i = 0; i < a.n; i++)
-		{
-			if (a.nulls[i])
-				continue;
-			parse_datum((struct varlena *) DatumGetPointer(a.elems[i]), &env);
-			n += (env.key_id == key_id && env.key_version == version);
-		}
-		PG_RETURN_INT32(n);
-	}
-	(void) encrypted_arg(fcinfo, &env);
-	PG_RETURN_INT32(env.key_id == key_id && env.key_version == version ? 1 : 0);
-}
-
-PG_FUNCTION_INFO_V1(colcrypt_key_version);
-
-Datum
-colcrypt_key_version(PG_FUNCTION_ARGS)
-{
-	cc_envelope env;
-
-	(void) encrypted_arg(fcinfo, &env);
-	PG_RETURN_INT32((int32) env.key_version);
-}
-
-PG_FUNCTION_INFO_V1(colcrypt_key_id_of);
-
-Datum
-colcrypt_key_id_of(PG_FUNCTION_ARGS)
-{
-	cc_envelope env;
-
-	(void) encrypted_arg(fcinfo, &env);
-	PG_RETURN_INT32((int32) env.key_id);
-}
-
-PG_FUNCTION_INFO_V1(colcrypt_reencrypt_value);
-
-/* The value under its key's active version, same kind; unchanged if fresh. */
-static struct varlena *
-reencrypt_envelope(const cc_envelope *env)
-{
-	uint8	   *pt;
-	size_t		len;
-	struct varlena *res;
-
-	pt = open_envelope(env, &len);
-	res = seal_with(desc_of(env->type), ColcryptDekForEncrypt(env->key_id),
-					env->alg == CC_ALG_AES256_SIV, pt, len);
-	cc_wipe(pt, len);
-	pfree(pt);
-	return res;
-}
-
-/*
- * An array of encrypted values with its stale elements re-encrypted, same
- * dimensions and bounds; the array itself if none was stale.
- */
-static Datum
-reencrypt_array(EncArray *a)
-{
-	bool		changed = false;
-
-	for (int i = 0; i < a->n; i++)
-	{
-		cc_envelope env;
-
-		if (a->nulls[i])
-			continue;
-		parse_datum((struct varlena *) DatumGetPointer(a->elems[i]), &env);
-		if (value_is_stale(&env))
-		{
-			a->elems[i] = PointerGetDatum(reencrypt_envelope(&env));
-			changed = true;
-		}
-	}
-	if (!changed)
-		return PointerGetDatum(a->arr);
-	return PointerGetDatum(construct_md_array(a->elems, a->nulls, ARR_NDIM(a->arr),
-											  ARR_DIMS(a->arr), ARR_LBOUND(a->arr),
-											  a->elemtype, a->typlen, a->typbyval,
-											  a->typalign));
-}
-
-Datum
-colcrypt_reencrypt_value(PG_FUNCTION_ARGS)
-{
-	cc_envelope env;
-	struct varlena *v;
-	EncArray	a;
-
-	if (encrypted_array_arg(fcinfo, &a))
-		return reencrypt_array(&a);
-	v = encrypted_arg(fcinfo, &env);
-	if (!value_is_stale(&env))
-		PG_RETURN_POINTER(v);
-	PG_RETURN_POINTER(reencrypt_envelope(&env));
-}
-
-PG_FUNCTION_INFO_V1(colcrypt_holds_encrypted);
-
-/* An encrypted type, or an array of one, either maybe under domains. */
-Datum
-colcrypt_holds_encrypted(PG_FUNCTION_ARGS)
-{
-	Oid			typid = PG_GETARG_OID(0);
-	Oid			elem;
-
-	if (ColcryptIsEncryptedType(typid))
-		PG_RETURN_BOOL(true);
-	elem = get_element_type(getBaseType(typid));
-	PG_RETURN_BOOL(OidIsValid(elem) && ColcryptIsEncryptedType(elem));
-}
-
-#define PROGRESS_SLOTS 64
-
-typedef struct ProgressSlot
-{
-	int			pid;			/* 0: free */
-	Oid			dboid;
-	Oid			relid;
-	char		phase[32];
-	int64		total;
-	int64		done;
-	TimestampTz started;
-	TimestampTz updated;
-} ProgressSlot;
-
-typedef struct ProgressShared
-{
-	LWLock	   *lock;
-	ProgressSlot slots[PROGRESS_SLOTS];
-} ProgressShared;
-
-static ProgressShared *progress = NULL;
-
-void
-ColcryptLifecycleShmemRequest(void)
-{
-	RequestAddinShmemSpace(MAXALIGN(sizeof(ProgressShared)));
-	RequestNamedLWLockTranche("colcrypt_progress", 1);
-}
-
-void
-ColcryptLifecycleShmemStartup(void)
-{
-	bool		found;
-
-	progress = ShmemInitStruct("colcrypt reencrypt progress", sizeof(ProgressShared), &found);
-	if (!found)
-	{
-		memset(progress, 0, sizeof(ProgressShared));
-		progress->lock = &(GetNamedLWLockTranche("colcrypt_progress"))->lock;
-	}
-}
-
-/* Give this backend's progress row back (it may hold none). */
-static void
-progress_release(void)
-{
-	LWLockAcquire(progress->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < PROGRESS_SLOTS; i++)
-		if (progress->slots[i].pid == MyProcPid)
-			progress->slots[i].pid = 0;
-	LWLockRelease(progress->lock);
-}
-
-/*
- * A reencrypt that fails or is cancelled ends with its transaction's abort
- * (its batches commit one by one, so commits do not end it); a backend
- * that exits takes its row with it.
- */
-static void
-progress_xact_callback(XactEvent event, void *arg)
-{
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
-		progress_release();
-}
-
-static void
-progress_exit(int code, Datum arg)
-{
-	progress_release();
-}
-
-PG_FUNCTION_INFO_V1(colcrypt_progress_report);
-
-/* _progress(relid, phase, total, done): this backend's row; phase NULL ends it. */
-Datum
-colcrypt_progress_report(PG_FUNCTION_ARGS)
-{
-	ProgressSlot *mine = NULL;
-	static bool callbacks_registered = false;
-	char		phase[32] = "";
-
-	ColcryptRequirePreload();
-	if (!PG_ARGISNULL(1))
-		text_to_cstring_buffer(PG_GETARG_TEXT_PP(1), phase, sizeof(phase));
-	if (!callbacks_registered)
-	{
-		RegisterXactCallback(progress_xact_callback, NULL);
-		before_shmem_exit(progress_exit, (Datum) 0);
-		callbacks_registered = true;
-	}
-	LWLockAcquire(progress->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < PROGRESS_SLOTS && mine == NULL; i++)
-		if (progress->slots[i].pid == MyProcPid)
-			mine = &progress->slots[i];
-	if (PG_ARGISNULL(1))
-	{
-		if (mine)
-			mine->pid = 0;
-		LWLockRelease(progress->lock);
-		PG_RETURN_VOID();
-	}
-	for (int i = 0; i < PROGRESS_SLOTS && mine == NULL; i++)
-		if (progress->slots[i].pid == 0)
-		{
-			mine = &progress->slots[i];
-			mine->started = GetCurrentTimestamp();
-		}
-	if (mine)
-	{
-		mine->pid = MyProcPid;
-		mine->dboid = MyDatabaseId;
-		mine->relid = PG_GETARG_OID(0);
-		memcpy(mine->phase, phase, sizeof(mine->phase));
-		mine->total = PG_GETARG_INT64(2);
-		mine->done = PG_GETARG_INT64(3);
-		mine->updated = GetCurrentTimestamp();
-	}
-	LWLockRelease(progress->lock);
-	PG_RETURN_VOID();
-}
-
-PG_FUNCTION_INFO_V1(colcrypt_progress_rows);
-
-/* The rows behind colcrypt.reencrypt_progress (this database's). */
-Datum
-colcrypt_progress_rows(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-
-	ColcryptRequirePreload();
-	InitMaterializedSRF(fcinfo, 0);
-	LWLockAcquire(progress->lock, LW_SHARED);
-	for (int i = 0; i < PROGRESS_SLOTS; i++)
-	{
-		ProgressSlot *s = &progress->slots[i];
-		Datum		values[7];
-		bool		nulls[7] = {0};
-
-		if (s->pid == 0 || s->dboid != MyDatabaseId)
-			continue;
-		values[0] = Int32GetDatum(s->pid);
-		values[1] = ObjectIdGetDatum(s->relid);
-		values[2] = CStringGetTextDatum(s->phase);
-		values[3] = Int64GetDatum(s->total);
-		values[4] = Int64GetDatum(s->done);
-		values[5] = TimestampTzGetDatum(s->started);
-		values[6] = TimestampTzGetDatum(s->updated);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	LWLockRelease(progress->lock);
-	return (Datum) 0;
-}
-
-/* ----------------------------------------------------------------------
  * Turning a plaintext column into an encrypted one
  * ----------------------------------------------------------------------
  */
@@ -1209,6 +829,44 @@ ColcryptLifecycleDefineSettings(void)
 
 
 /*
+ * An index with the column among its keys would be rebuilt with the
+ * encrypted type's default operator class, which keeps plaintext order
+ * and is made only when asked for by name (ddl_guard.c): say so before
+ * anything is done, and what to do instead.
+ */
+static void
+refuse_indexed_column(Oid relid, AttrNumber attnum, const char *colname, bool det)
+{
+	Relation	rel = relation_open(relid, NoLock);
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+
+	relation_close(rel, NoLock);
+	foreach(lc, indexes)
+	{
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		Form_pg_index idx;
+		bool		keyed = false;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		idx = (Form_pg_index) GETSTRUCT(tup);
+		for (int i = 0; i < idx->indnkeyatts; i++)
+			if (idx->indkey.values[i] == attnum)
+				keyed = true;
+		ReleaseSysCache(tup);
+		if (keyed)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("column \"%s\" is a key of index \"%s\"", colname, get_rel_name(lfirst_oid(lc))),
+					 errdetail("Rebuilt for the encrypted type, the index would keep the values in plaintext order."),
+					 det ?
+					 errhint("Drop the index (or the constraint that made it), encrypt the column, and index it with the operator class colcrypt.<type>_det_ops (equality and per-version uniqueness) or colcrypt.<type>_ord_ops (plaintext order, revealed).") :
+					 errhint("Drop the index (or the constraint that made it), encrypt the column, and index it, if it must be, with the operator class colcrypt.<type>_ord_ops (plaintext order, revealed).")));
+	}
+}
+
+/*
  * encrypt_column(tbl, col, key, deterministic): ALTER the column to its
  * encrypted type in place (a table rewrite under an exclusive lock), with
  * the table's own key (named after it) when no key is named.
@@ -1231,6 +889,8 @@ encrypt_column_body(FunctionCallInfo fcinfo)
 	int64		rows;
 	bool		created = false;
 	StringInfoData sql;
+	Oid			table_owner;
+	ColcryptOwnerContext owner;
 
 	ColcryptRequirePreload();
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
@@ -1265,6 +925,14 @@ encrypt_column_body(FunctionCallInfo fcinfo)
 				 errhint("Encrypted types hold text, bytea, int4, int8, numeric, float8, date, timestamptz and jsonb.")));
 	if (!pg_class_ownercheck(relid, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)), get_rel_name(relid));
+	{
+		HeapTuple	ctup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+
+		if (!HeapTupleIsValid(ctup))
+			elog(ERROR, "cache lookup failed for relation %u", relid);
+		table_owner = ((Form_pg_class) GETSTRUCT(ctup))->relowner;
+		ReleaseSysCache(ctup);
+	}
 	/* The lock ALTER TABLE takes anyway, now, so the count below is exact. */
 	LockRelationOid(relid, AccessExclusiveLock);
 
@@ -1291,7 +959,8 @@ encrypt_column_body(FunctionCallInfo fcinfo)
 						(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 						 errmsg("permission denied to create data key \"%s\" for the table", keyname),
 						 errhint("Name an existing data key you may encrypt with, or have it created with colcrypt.create_key().")));
-			ColcryptCreateKey(keyname, master_key_for_new_key());
+			/* The table's own key belongs to the table's owner. */
+			ColcryptCreateKey(keyname, master_key_for_new_key(), table_owner);
 			created = true;
 			CommandCounterIncrement();
 		}
@@ -1306,6 +975,17 @@ encrypt_column_body(FunctionCallInfo fcinfo)
 		}
 	}
 	ColcryptCheckKeyPrivilege(ColcryptKeyIdFromName(keyname), COLCRYPT_PRIV_ENCRYPT);
+	refuse_indexed_column(relid, attnum, colname, det);
+	/* The rewrite runs as the table's owner, who encrypts. */
+	if (!ColcryptRoleHasKeyPrivilege(table_owner, ColcryptKeyIdFromName(keyname), COLCRYPT_PRIV_ENCRYPT))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the owner of table %s may not encrypt with data key \"%s\"",
+						get_rel_name(relid), keyname),
+				 errdetail("encrypt_column rewrites the table as its owner, role \"%s\".",
+						   GetUserNameFromId(table_owner, false)),
+				 errhint("The key's owner can run: SELECT colcrypt.grant_key('%s', '%s', 'encrypt');",
+						 keyname, GetUserNameFromId(table_owner, false))));
 
 	qualified = psprintf("%s.%s", quote_identifier(get_namespace_name(get_rel_namespace(relid))),
 						 quote_identifier(get_rel_name(relid)));
@@ -1313,6 +993,13 @@ encrypt_column_body(FunctionCallInfo fcinfo)
 	appendStringInfo(&sql, "SELECT count(%s) FROM %s", quote_identifier(colname), qualified);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+
+	/*
+	 * The rewrite runs the table's own code (CHECK constraints, index
+	 * expressions, domain checks): as its owner, as maintenance commands
+	 * do, never with the caller's rights (a superuser's, say).
+	 */
+	ColcryptBecomeTableOwner(relid, false, &owner);
 	if (SPI_execute(sql.data, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not count the rows of %s", qualified);
 	{
@@ -1326,6 +1013,7 @@ encrypt_column_body(FunctionCallInfo fcinfo)
 					 det ? ", deterministic" : "", quote_identifier(colname), plain);
 	if (SPI_execute(sql.data, false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not alter column %s of %s", colname, qualified);
+	ColcryptRestoreUser(&owner);
 	SPI_finish();
 
 	ereport(NOTICE,

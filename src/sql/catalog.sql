@@ -169,20 +169,10 @@ REVOKE EXECUTE ON FUNCTION colcrypt.add_provider(text, text, jsonb),
 -- rewritten in batches that each commit.
 ------------------------------------------------------------------------
 
-CREATE FUNCTION colcrypt._holds_encrypted(oid) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'colcrypt_holds_encrypted' LANGUAGE C STABLE STRICT PARALLEL SAFE;
-CREATE FUNCTION colcrypt._version_count(anyelement, integer, integer) RETURNS integer
-    AS 'MODULE_PATHNAME', 'colcrypt_version_count' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-CREATE FUNCTION colcrypt._stale(anyelement) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'colcrypt_stale' LANGUAGE C STABLE STRICT PARALLEL SAFE;
-CREATE FUNCTION colcrypt._reencrypt(anyelement) RETURNS anyelement
-    AS 'MODULE_PATHNAME', 'colcrypt_reencrypt_value' LANGUAGE C VOLATILE STRICT PARALLEL SAFE COST 50;
 CREATE FUNCTION colcrypt._key_version(anyelement) RETURNS integer
     AS 'MODULE_PATHNAME', 'colcrypt_key_version' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
 CREATE FUNCTION colcrypt._key_id(anyelement) RETURNS integer
     AS 'MODULE_PATHNAME', 'colcrypt_key_id_of' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
-CREATE FUNCTION colcrypt._progress(relid oid, phase text, total bigint, done bigint) RETURNS void
-    AS 'MODULE_PATHNAME', 'colcrypt_progress_report' LANGUAGE C VOLATILE;
 CREATE FUNCTION colcrypt._progress_rows(OUT pid integer, OUT relid oid, OUT phase text,
         OUT rows_total bigint, OUT rows_done bigint, OUT started_at timestamptz, OUT updated_at timestamptz)
     RETURNS SETOF record AS 'MODULE_PATHNAME', 'colcrypt_progress_rows' LANGUAGE C VOLATILE;
@@ -194,6 +184,19 @@ CREATE VIEW colcrypt.reencrypt_progress AS
       FROM colcrypt._progress_rows();
 COMMENT ON VIEW colcrypt.reencrypt_progress IS 'One row per running colcrypt.reencrypt, like pg_stat_progress_*';
 
+-- The steps of colcrypt.reencrypt (reencrypt.c).  A procedure that commits
+-- runs with its caller's rights, so these are callable by whoever may call
+-- it; each checks that the caller owns the table.  They read the table
+-- below the executor (no user code runs) and run the update as the
+-- table's owner under SECURITY_RESTRICTED_OPERATION.
+CREATE FUNCTION colcrypt._reencrypt_count(tbl regclass, start boolean) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'colcrypt_reencrypt_count' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION colcrypt._reencrypt_batch(tbl regclass, first_block bigint, blocks bigint,
+        phase text, total bigint, done bigint) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'colcrypt_reencrypt_batch' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION colcrypt._reencrypt_finish(tbl regclass, label text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'colcrypt_reencrypt_finish' LANGUAGE C VOLATILE STRICT;
+
 -- One table (no children): the work of colcrypt.reencrypt.  Each of its
 -- transactions starts by fixing search_path (a transaction-local setting,
 -- as a procedure that commits cannot have a SET clause), so nothing from
@@ -201,34 +204,21 @@ COMMENT ON VIEW colcrypt.reencrypt_progress IS 'One row per running colcrypt.ree
 CREATE PROCEDURE colcrypt._reencrypt_relation(tbl regclass, label text, batch_size integer)
 LANGUAGE plpgsql AS $reencrypt$
 DECLARE
-    cols        text[];
-    stale_cond  text;
-    set_list    text;
     total       bigint;
     done        bigint := 0;
     updated     bigint;
     remaining   bigint := 0;
+    failed      integer;
     pages       bigint;
     step        bigint;
     blk         bigint;
     pass        integer := 0;
-    superuser   boolean;
 BEGIN
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-    superuser := (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
-    SELECT array_agg(quote_ident(attname::text) ORDER BY attnum) INTO cols
-      FROM pg_attribute
-     WHERE attrelid = tbl AND attnum > 0 AND NOT attisdropped
-       AND colcrypt._holds_encrypted(atttypid);
-    IF cols IS NULL THEN
+    total := colcrypt._reencrypt_count(tbl, true);
+    IF total IS NULL THEN
         RETURN;
     END IF;
-    SELECT string_agg(format('colcrypt._stale(%s)', c), ' OR '),
-           string_agg(format('%1$s = colcrypt._reencrypt(%1$s)', c), ', ')
-      INTO stale_cond, set_list FROM unnest(cols) c;
-
-    PERFORM colcrypt._progress(tbl, 'counting', 0, 0);
-    EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %s', tbl, stale_cond) INTO total;
     RAISE NOTICE 'reencrypt %: % rows hold values not under their key''s active version', label, total;
     COMMIT;
 
@@ -245,34 +235,30 @@ BEGIN
             step := greatest(1, batch_size / greatest(1.0,
                         (SELECT CASE WHEN relpages > 0 THEN reltuples / relpages ELSE 100 END
                            FROM pg_class WHERE oid = tbl)))::bigint;
-            IF superuser THEN
-                -- Re-encryption is not an application update: no user triggers.
-                PERFORM set_config('session_replication_role', 'replica', true);
-            END IF;
-            EXECUTE format('UPDATE ONLY %1$s t SET %2$s FROM (SELECT ctid FROM ONLY %1$s'
-                           ' WHERE ctid >= $1 AND ctid < $2 AND (%3$s) FOR UPDATE SKIP LOCKED) b'
-                           ' WHERE t.ctid = b.ctid', tbl, set_list, stale_cond)
-              USING format('(%s,0)', blk)::tid, format('(%s,0)', blk + step)::tid;
-            GET DIAGNOSTICS updated = ROW_COUNT;
+            updated := colcrypt._reencrypt_batch(tbl, blk, step, format('pass %s', pass), total, done);
             done := done + updated;
             blk := blk + step;
-            PERFORM colcrypt._progress(tbl, format('pass %s', pass), total, done);
             COMMIT;
             IF updated > 0 THEN
                 RAISE NOTICE 'reencrypt %: % of % rows (% %%)', label, done, total,
                     round(100.0 * least(done, total) / total, 1);
             END IF;
         END LOOP;
-        EXECUTE format('SELECT count(*) FROM ONLY %s WHERE %s', tbl, stale_cond) INTO remaining;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        remaining := colcrypt._reencrypt_count(tbl, false);
         EXIT WHEN remaining = 0 OR pass >= 10;
         total := done + remaining;
     END LOOP;
-    PERFORM colcrypt._progress(tbl, NULL, 0, 0);
+    failed := colcrypt._reencrypt_finish(tbl, label);
     IF remaining > 0 THEN
         RAISE WARNING 'reencrypt %: % rows still locked by other transactions', label, remaining
             USING HINT = 'Run colcrypt.reencrypt again to finish.';
     END IF;
-    RAISE NOTICE 'reencrypt %: done, % rows re-encrypted', label, done;
+    IF failed > 0 THEN
+        RAISE NOTICE 'reencrypt %: done, % rows re-encrypted, % values could not be opened', label, done, failed;
+    ELSE
+        RAISE NOTICE 'reencrypt %: done, % rows re-encrypted', label, done;
+    END IF;
 END
 $reencrypt$;
 
@@ -287,21 +273,11 @@ BEGIN
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
     END IF;
+    rels := colcrypt._tables_below(tbl);
     -- Names as the caller's search_path shows them, for the messages.
-    WITH RECURSIVE tree(relid) AS (
-        SELECT tbl::oid
-        UNION
-        SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN tree t ON i.inhparent = t.relid
-    )
-    SELECT pg_catalog.array_agg(c.oid ORDER BY c.oid::regclass::text),
-           pg_catalog.array_agg(c.oid::regclass::text ORDER BY c.oid::regclass::text)
-      INTO rels, labels
-      FROM tree t JOIN pg_catalog.pg_class c ON c.oid = t.relid
-     WHERE c.relkind = 'r'
-       AND EXISTS (SELECT FROM pg_catalog.pg_attribute a
-                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                      AND colcrypt._holds_encrypted(a.atttypid));
-    IF rels IS NULL THEN
+    SELECT pg_catalog.array_agg(r::regclass::text ORDER BY o) INTO labels
+      FROM pg_catalog.unnest(rels) WITH ORDINALITY AS u(r, o);
+    IF rels IS NULL OR pg_catalog.cardinality(rels) = 0 THEN
         RAISE NOTICE 'reencrypt %: no encrypted columns', tbl;
         RETURN;
     END IF;
@@ -310,34 +286,48 @@ BEGIN
     END LOOP;
 END
 $reencrypt$;
-COMMENT ON PROCEDURE colcrypt.reencrypt(regclass, integer) IS 'Rewrite every value of a table (and of its partitions or children) that is not under its key''s active version, in batches that each commit; safe beside concurrent reads and writes, resumable';
+COMMENT ON PROCEDURE colcrypt.reencrypt(regclass, integer) IS 'Rewrite every value of a table (and of its partitions or children) that is not under its key''s active version, in batches that each commit; safe beside concurrent reads and writes, resumable; values that do not open are left as they are and reported';
 
--- Where values of a key version are, for destroying it (as the owner: it
--- must see every table).  Values are counted by what their envelopes say,
--- in every column that can hold encrypted values (types, domains, arrays),
--- whatever key its type modifier names.
+-- The tables at and below tbl (partitions, inheritance children) that have
+-- a column able to hold encrypted values, ordered by name.
+CREATE FUNCTION colcrypt._tables_below(tbl regclass) RETURNS oid[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $below$
+    WITH RECURSIVE tree(relid) AS (
+        SELECT tbl::oid
+        UNION
+        SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid
+    )
+    SELECT array_agg(c.oid ORDER BY c.oid::regclass::text)
+      FROM tree t JOIN pg_class c ON c.oid = t.relid
+     WHERE c.relkind IN ('r', 'm')
+       AND EXISTS (SELECT FROM pg_attribute a
+                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                      AND colcrypt._holds_encrypted(a.atttypid))
+$below$;
+CREATE FUNCTION colcrypt._holds_encrypted(oid) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'colcrypt_holds_encrypted' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+
+-- Every value of a table (and its partitions or children) that does not
+-- open: forged or altered, malformed, under a missing or destroyed key
+-- version, or not checked because the caller may not decrypt its key.
+CREATE FUNCTION colcrypt._verify_table(tbl regclass, OUT relation regclass, OUT column_name text,
+        OUT row_ctid tid, OUT key_name text, OUT key_version integer, OUT problem text)
+    RETURNS SETOF record AS 'MODULE_PATHNAME', 'colcrypt_verify_table' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION colcrypt.verify(tbl regclass, OUT relation regclass, OUT column_name text,
+        OUT row_ctid tid, OUT key_name text, OUT key_version integer, OUT problem text)
+    RETURNS SETOF record
+LANGUAGE sql VOLATILE STRICT SET search_path = pg_catalog, pg_temp AS $verify$
+    SELECT v.* FROM unnest(colcrypt._tables_below(tbl)) AS r(relid),
+                    LATERAL colcrypt._verify_table(r.relid::regclass) v
+$verify$;
+COMMENT ON FUNCTION colcrypt.verify(regclass) IS 'Open every encrypted value of a table (and its partitions or children) and list those that do not open, where they are and why; for the table''s owner';
+
+-- Where values of a key version are, for destroying it: counted by what
+-- their envelopes say, in every table and column that can hold encrypted
+-- values (arrays and composites too), below the executor.
 CREATE FUNCTION colcrypt._version_usage(key_id integer, version integer,
         OUT relation text, OUT col text, OUT n bigint)
-    RETURNS SETOF record LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $usage$
-DECLARE
-    r record;
-BEGIN
-    FOR r IN SELECT a.attrelid::regclass AS rel, a.attname
-               FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
-              WHERE a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'm')
-                AND colcrypt._holds_encrypted(a.atttypid)
-              ORDER BY 1, 2
-    LOOP
-        relation := r.rel::text;
-        col := r.attname;
-        EXECUTE format('SELECT coalesce(sum(colcrypt._version_count(%I, $1, $2)), 0) FROM ONLY %s',
-                       r.attname, r.rel)
-          INTO n USING _version_usage.key_id, _version_usage.version;
-        RETURN NEXT;
-    END LOOP;
-END
-$usage$;
-REVOKE EXECUTE ON FUNCTION colcrypt._version_usage(integer, integer) FROM PUBLIC;
+    RETURNS SETOF record AS 'MODULE_PATHNAME', 'colcrypt_version_usage' LANGUAGE C VOLATILE STRICT;
 
 CREATE FUNCTION colcrypt.audit_flush(timeout_ms integer DEFAULT 10000) RETURNS boolean
     AS 'MODULE_PATHNAME', 'colcrypt_audit_flush' LANGUAGE C VOLATILE;

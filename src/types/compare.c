@@ -23,6 +23,11 @@
  *	   one key version.
  * Each call site also keeps the last plaintext it decrypted at each
  * argument position, so a constant is decrypted once, not once per row.
+ * Whatever answers (bytes, a kept plaintext, a batch value), the decrypt
+ * privilege of every encrypted argument's key is checked first, for the
+ * role calling now (keyaccess.c caches the answer): a call site's cache
+ * outlives roles (SECURITY DEFINER functions, SET ROLE, the plans of
+ * foreign key checks, which PostgreSQL keeps across statements).
  *
  * Hashing: the hash of a value is SipHash-2-4, under a per-server key, of
  * the plain type's own 64-bit hash of the plaintext.  It agrees with
@@ -51,7 +56,10 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
+#include "commands/progress.h"
 #include "commands/vacuum.h"
+#include "utils/backend_progress.h"
+#include "utils/backend_status.h"
 #include "miscadmin.h"
 #include "common/hashfn.h"
 #include "nodes/makefuncs.h"
@@ -81,7 +89,6 @@
 
 #define CACHE_MAX_VALUE		(64 * 1024)	/* larger values are not kept */
 #define SIV_CACHE_SLOTS		4
-#define CHECKED_KEYS		4
 
 typedef struct OpenCache
 {
@@ -101,9 +108,6 @@ typedef struct CmpCache
 {
 	MemoryContext cxt;			/* fn_mcxt: lives as long as the call site */
 	uint64		generation;		/* key metadata generation it is valid for */
-	Oid			user;			/* role its privilege checks were for */
-	int			nchecked;
-	uint32		checked[CHECKED_KEYS];	/* keys the role may decrypt */
 	OpenCache	open[2];		/* per argument position */
 	SivCache	siv[SIV_CACHE_SLOTS];
 	int			siv_next;		/* slot to reuse next */
@@ -124,12 +128,11 @@ cache_reset(CmpCache *c)
 		}
 		c->siv[i].ct = c->siv[i].source = NULL;
 	}
-	c->nchecked = 0;
 }
 
 /*
- * The cache of this call site, emptied when key metadata or the role
- * changed.  A call without flinfo (a direct call) gets a throwaway one.
+ * The cache of this call site, emptied when key metadata changed.  A call
+ * without flinfo (a direct call) gets a throwaway one.
  */
 static CmpCache *
 get_cache(FunctionCallInfo fcinfo)
@@ -148,25 +151,29 @@ get_cache(FunctionCallInfo fcinfo)
 		c->cxt = fcinfo->flinfo->fn_mcxt;
 		fcinfo->flinfo->fn_extra = c;
 	}
-	if (c->generation != ColcryptMetaGeneration() || c->user != GetUserId())
+	if (c->generation != ColcryptMetaGeneration())
 	{
 		cache_reset(c);
 		c->generation = ColcryptMetaGeneration();
-		c->user = GetUserId();
 	}
 	return c;
 }
 
-/* Refuse (42501) unless the role may decrypt key_id; remembered per site. */
+/*
+ * Refuse (42501) unless the role calling now may decrypt the key of an
+ * encrypted argument (inside a foreign key check, the role it runs for
+ * too).  Called before anything about the value is answered; v NULL
+ * (a plain argument) needs nothing.
+ */
 static void
-check_decrypt(CmpCache *c, uint32 key_id)
+check_decrypt(struct varlena *v)
 {
-	for (int i = 0; i < c->nchecked; i++)
-		if (c->checked[i] == key_id)
-			return;
-	ColcryptCheckKeyPrivilege(key_id, COLCRYPT_PRIV_DECRYPT);
-	if (c->nchecked < CHECKED_KEYS)
-		c->checked[c->nchecked++] = key_id;
+	cc_envelope env;
+
+	if (v == NULL)
+		return;
+	parse_datum(v, &env);
+	ColcryptCheckKeyPrivilege(env.key_id, COLCRYPT_PRIV_DECRYPT);
 }
 
 static bool
@@ -315,7 +322,6 @@ fast_equality(CmpCache *c, const ColcryptTypeDesc *t, Oid coll, bool eq_only,
 	/* Identical bytes: identical plaintexts, any kind, any type semantics. */
 	if (a != NULL && b != NULL && same_bytes(a, b))
 	{
-		check_decrypt(c, ea.key_id);
 		*equal = true;
 		return true;
 	}
@@ -326,7 +332,6 @@ fast_equality(CmpCache *c, const ColcryptTypeDesc *t, Oid coll, bool eq_only,
 	if (a != NULL && b != NULL && ea.alg == CC_ALG_AES256_SIV && eb.alg == CC_ALG_AES256_SIV &&
 		memcmp(ea.header, eb.header, CC_ENV_HEADER_LEN) == 0)
 	{
-		check_decrypt(c, ea.key_id);
 		*equal = false;
 		return true;
 	}
@@ -344,12 +349,50 @@ fast_equality(CmpCache *c, const ColcryptTypeDesc *t, Oid coll, bool eq_only,
 	}
 	else
 		return false;
-	check_decrypt(c, edet->key_id);
 	if (a != NULL && b != NULL)
 		plain = det == a ? cached_open(c, 1, t, db, b) : cached_open(c, 0, t, da, a);
 	plain_to_bytes(t, plain, &pb);
 	*equal = same_bytes(det, cached_siv(c, t, edet->key_id, edet->key_version, &pb));
 	return true;
+}
+
+/*
+ * Whether ANALYZE is computing statistics.  Statistics of values that hold
+ * encrypted values inside (arrays, composites: PostgreSQL's own typanalyze
+ * functions, which sort and count with the element type's operators) and
+ * extended statistics would otherwise store, in pg_statistic and
+ * pg_statistic_ext_data, values in plaintext order and plaintext
+ * frequencies, shown by pg_stats to whoever may read the column.  During
+ * ANALYZE, comparisons and hashes of encrypted values work on their
+ * ciphertext bytes instead: the order stored is that of the ciphertexts
+ * (random), and equal only what deterministic encryption shows equal
+ * anyway.  ANALYZE then needs no key either.  Known by the progress report
+ * ANALYZE makes (manual or autovacuum) and, with track_activities off, by
+ * the memory context it computes statistics in.
+ */
+static bool
+in_analyze(void)
+{
+	if (MyBEEntry != NULL && pgstat_track_activities &&
+		MyBEEntry->st_progress_command == PROGRESS_COMMAND_ANALYZE)
+		return true;
+	for (MemoryContext m = CurrentMemoryContext; m != NULL; m = m->parent)
+		if (m->name[0] == 'A' && strcmp(m->name, "Analyze") == 0)
+			return true;
+	return false;
+}
+
+/* Byte order of two envelopes (the det_ops order). */
+static int
+bytes_compare(struct varlena *a, struct varlena *b)
+{
+	size_t		la = VARSIZE_ANY_EXHDR(a);
+	size_t		lb = VARSIZE_ANY_EXHDR(b);
+	int			r = memcmp(VARDATA_ANY(a), VARDATA_ANY(b), Min(la, lb));
+
+	if (r != 0)
+		return r < 0 ? -1 : 1;
+	return (la > lb) - (la < lb);
 }
 
 static Datum
@@ -365,17 +408,24 @@ enc_op(FunctionCallInfo fcinfo, int code, CmpSides sides, CmpOp op)
 	bool		equal;
 	int			cmp;
 
-	if (fast_equality(c, t, coll, op == OP_EQ || op == OP_NE,
-					  PG_GETARG_DATUM(0), a, PG_GETARG_DATUM(1), b,
-					  sides == SIDES_PE ? pa : pb, &equal))
-		cmp = equal ? 0 : 1;
+	if (sides == SIDES_EE && in_analyze())
+		cmp = bytes_compare(a, b);
 	else
 	{
-		if (a != NULL)
-			pa = cached_open(c, 0, t, PG_GETARG_DATUM(0), a);
-		if (b != NULL)
-			pb = cached_open(c, 1, t, PG_GETARG_DATUM(1), b);
-		cmp = DatumGetInt32(FunctionCall2Coll(plain_info(t)->cmp, coll, pa, pb));
+		check_decrypt(a);
+		check_decrypt(b);
+		if (fast_equality(c, t, coll, op == OP_EQ || op == OP_NE,
+						  PG_GETARG_DATUM(0), a, PG_GETARG_DATUM(1), b,
+						  sides == SIDES_PE ? pa : pb, &equal))
+			cmp = equal ? 0 : 1;
+		else
+		{
+			if (a != NULL)
+				pa = cached_open(c, 0, t, PG_GETARG_DATUM(0), a);
+			if (b != NULL)
+				pb = cached_open(c, 1, t, PG_GETARG_DATUM(1), b);
+			cmp = DatumGetInt32(FunctionCall2Coll(plain_info(t)->cmp, coll, pa, pb));
+		}
 	}
 
 	switch (op)
@@ -414,6 +464,17 @@ enc_hash(FunctionCallInfo fcinfo, int code, bool plain_arg, bool extended)
 	uint8		buf[17];
 	uint64		h;
 
+	if (!plain_arg && in_analyze())
+	{
+		/* Ciphertext bytes (see in_analyze). */
+		struct varlena *v = enc_arg(PG_GETARG_DATUM(0));
+
+		h = hash_bytes_extended((const unsigned char *) VARDATA_ANY(v),
+								VARSIZE_ANY_EXHDR(v), seed);
+		if (extended)
+			PG_RETURN_INT64((int64) h);
+		PG_RETURN_INT32((int32) (uint32) h);
+	}
 	if (plain_arg)
 		plain = PG_GETARG_DATUM(0);
 	else
@@ -502,7 +563,6 @@ DEFINE_FN(colcrypt_ct_cmp, Int32GetDatum(ct_compare(fcinfo)))
 typedef struct CandidatesCache
 {
 	uint64		generation;		/* key metadata generation */
-	Oid			user;			/* role */
 	int32		typmod;
 	struct varlena *source;		/* plaintext bytes it was computed for */
 	ArrayType  *result;
@@ -562,13 +622,12 @@ colcrypt_det_candidates(PG_FUNCTION_ARGS)
 	else
 		plain_to_bytes(t, PG_GETARG_DATUM(0), &pb);
 
-	ColcryptCatalogCheckFreshness();
-	if (cc != NULL && cc->generation == ColcryptMetaGeneration() && cc->user == GetUserId() &&
+	ColcryptCheckKeyPrivilege(key_id, COLCRYPT_PRIV_DECRYPT);
+	if (cc != NULL && cc->generation == ColcryptMetaGeneration() &&
 		cc->typmod == typmod && VARSIZE_ANY_EXHDR(cc->source) == pb.len &&
 		memcmp(VARDATA_ANY(cc->source), pb.data, pb.len) == 0)
 		PG_RETURN_ARRAYTYPE_P(cc->result);
 
-	ColcryptCheckKeyPrivilege(key_id, COLCRYPT_PRIV_DECRYPT);
 	meta = ColcryptGetKeyMeta(key_id, false);
 	versions = palloc(sizeof(int32) * Max(meta->nversions, 1));
 	for (int i = 0; i < meta->nversions; i++)
@@ -594,7 +653,6 @@ colcrypt_det_candidates(PG_FUNCTION_ARGS)
 		pfree(cc->result);
 	}
 	cc->generation = ColcryptMetaGeneration();
-	cc->user = GetUserId();
 	cc->typmod = typmod;
 	cc->source = palloc(VARHDRSZ + pb.len);
 	SET_VARSIZE(cc->source, VARHDRSZ + pb.len);

@@ -50,7 +50,11 @@
 #include "catalog/pg_rewrite.h"
 #include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
+#include "colcrypt/batch.h"
 #include "colcrypt/envelope.h"
+#include "commands/defrem.h"
+#include "parser/parse_type.h"
+#include "access/genam.h"
 #include "nodes/nodeFuncs.h"
 #include "tcop/utility.h"
 #include "utils/partcache.h"
@@ -172,6 +176,17 @@ find_transit_const(Node *node, void *context)
 	{
 		Const	   *c = (Const *) node;
 
+		/*
+		 * A stored literal of an array, composite or range holding encrypted
+		 * values: its elements were encrypted under the transit key (input
+		 * passes no column modifier down to them).
+		 */
+		if (!c->constisnull && !ColcryptIsEncryptedType(c->consttype) &&
+			ColcryptTypeHoldsEncrypted(c->consttype))
+		{
+			*(Const **) context = c;
+			return true;
+		}
 		if (!c->constisnull && ColcryptIsEncryptedType(c->consttype))
 		{
 			struct varlena *v = PG_DETOAST_DATUM_PACKED(c->constvalue);
@@ -200,6 +215,15 @@ check_node_tree(Datum tree, const char *what)
 	Const	   *found = NULL;
 
 	if (find_transit_const(node, &found))
+	{
+		if (!ColcryptIsEncryptedType(found->consttype))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("%s cannot hold a literal of type %s", what,
+							format_type_be(found->consttype)),
+					 errdetail("The encrypted values inside a literal of an array, composite or range type are encrypted under the server's transit key, which does not survive a restart."),
+					 errhint("Build the value from plain literals, for example ARRAY['value'::text]::%s; its elements are then encrypted under the column's key when used.",
+							 format_type_be(found->consttype))));
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("%s cannot hold a literal of type %s", what,
@@ -207,6 +231,7 @@ check_node_tree(Datum tree, const char *what)
 				 errdetail("A literal of an encrypted type that names no key is encrypted under the server's transit key, which does not survive a restart."),
 				 errhint("Write the literal as its plain type, for example 'value'::%s; it is then encrypted under the column's key when used.",
 						 format_type_be(ColcryptTypeByOid(getBaseType(found->consttype))->plain_type))));
+	}
 }
 
 /*
@@ -247,8 +272,16 @@ check_catalog_trees(Oid catalog, Oid index, AttrNumber key1, Oid value1,
 }
 
 /*
- * The operator classes of a new index on encrypted values: hash refused,
- * det_ops only on deterministic columns, plaintext order warned about.
+ * The key columns of a new index on encrypted values.  Allowed: a btree
+ * with colcrypt.encrypted_<type>_det_ops on a deterministic column
+ * (ciphertext order), and, as an explicit opt-in, a btree with
+ * colcrypt.encrypted_<type>_ord_ops (plaintext order: a WARNING says what
+ * it reveals).  Refused: the default btree class (an index in plaintext
+ * order made without asking for one: UNIQUE and PRIMARY KEY constraints,
+ * CREATE INDEX without a class), hash indexes (hash codes keyed per
+ * server start), and any index whose key holds encrypted values inside an
+ * array, composite, range or domain over one (their operator classes
+ * order or hash the plaintexts).  INCLUDE columns are stored, not ordered.
  */
 static void
 check_index_opclasses(Oid indexoid)
@@ -269,23 +302,33 @@ check_index_opclasses(Oid indexoid)
 			heap_getattr(tup, Anum_pg_index_indclass, RelationGetDescr(rel), &isnull));
 		Relation	irel = RelationIdGetRelation(indexoid);
 		const char *iname = RelationIsValid(irel) ? pstrdup(RelationGetRelationName(irel)) : "?";
+		Oid		   *keytypes = palloc0(sizeof(Oid) * Max(idx->indnkeyatts, 1));
 
 		if (RelationIsValid(irel))
+		{
+			for (int i = 0; i < idx->indnkeyatts; i++)
+				keytypes[i] = TupleDescAttr(RelationGetDescr(irel), i)->atttypid;
 			RelationClose(irel);
+		}
 		for (int i = 0; i < idx->indnkeyatts; i++)
 		{
 			HeapTuple	oc = SearchSysCache1(CLAOID, ObjectIdGetDatum(classes->values[i]));
 			Form_pg_opclass opc;
 			AttrNumber	attno = idx->indkey.values[i];
 			const char *colname = attno > 0 ? get_attname(idx->indrelid, attno, true) : NULL;
+			Oid			keytype = keytypes[i];
 
 			if (!HeapTupleIsValid(oc))
 				continue;
 			opc = (Form_pg_opclass) GETSTRUCT(oc);
+			if (attno > 0)
+				keytype = get_atttype(idx->indrelid, attno);
 			if (ColcryptIsEncryptedType(opc->opcintype))
 			{
-				bool		det_ops = opc->opcnamespace == get_namespace_oid(COLCRYPT_SCHEMA, true) &&
-					strstr(NameStr(opc->opcname), "_det_ops") != NULL;
+				bool		ours = opc->opcnamespace == get_namespace_oid(COLCRYPT_SCHEMA, true);
+				bool		det_ops = ours && strstr(NameStr(opc->opcname), "_det_ops") != NULL;
+				bool		ord_ops = ours && strstr(NameStr(opc->opcname), "_ord_ops") != NULL;
+				const char *tname = ColcryptTypeByOid(opc->opcintype)->name;
 
 				if (opc->opcmethod == HASH_AM_OID)
 					ereport(ERROR,
@@ -293,7 +336,7 @@ check_index_opclasses(Oid indexoid)
 							 errmsg("hash indexes on encrypted values are not supported"),
 							 errdetail("Hash codes of encrypted values are keyed per server start, so a hash index would not survive a restart."),
 							 errhint("On a deterministic column, use a btree index with the operator class colcrypt.%s_det_ops.",
-									 ColcryptTypeByOid(opc->opcintype)->name)));
+									 tname)));
 				if (det_ops && attno > 0)
 				{
 					Oid			typid;
@@ -309,14 +352,27 @@ check_index_opclasses(Oid indexoid)
 								 errdetail("Column \"%s\" is encrypted with randomized encryption, whose ciphertexts no lookup can find.",
 										   colname ? colname : "?")));
 				}
-				else if (!det_ops && opc->opcmethod == BTREE_AM_OID)
+				else if (opc->opcmethod == BTREE_AM_OID && !det_ops && !ord_ops)
+					ereport(ERROR,
+							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+							 errmsg("index \"%s\" would keep encrypted values in plaintext order", iname),
+							 errdetail("An index with the default operator class of %s orders plaintexts: whoever reads its files learns the order of the values%s%s%s. It is made only when asked for by name.",
+									   tname, colname ? " of column \"" : "", colname ? colname : "", colname ? "\"" : ""),
+							 errhint("For equality lookups and uniqueness on a deterministic column, use the operator class colcrypt.%s_det_ops; to accept the plaintext order, name colcrypt.%s_ord_ops (CREATE [UNIQUE] INDEX ... (col colcrypt.%s_ord_ops)).",
+									 tname, tname, tname)));
+				else if (ord_ops)
 					ereport(WARNING,
 							(errmsg("index \"%s\" keeps encrypted values in plaintext order", iname),
-							 errdetail("Whoever can read the index files learns the order of the values%s%s%s, and every index access decrypts.",
-									   colname ? " of column \"" : "", colname ? colname : "", colname ? "\"" : ""),
-							 errhint("For equality lookups on a deterministic column, use the operator class colcrypt.%s_det_ops.",
-									 ColcryptTypeByOid(opc->opcintype)->name)));
+							 errdetail("Whoever can read the index files learns the order of the values%s%s%s; scanning it needs the decrypt privilege, and every index access decrypts.",
+									   colname ? " of column \"" : "", colname ? colname : "", colname ? "\"" : "")));
 			}
+			else if (ColcryptTypeHoldsEncrypted(keytype) || ColcryptTypeHoldsEncrypted(opc->opcintype))
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("index \"%s\" cannot have a key of type %s, which holds encrypted values",
+								iname, format_type_be(keytype)),
+						 errdetail("Its operator class would order or hash the plaintexts inside (an array's elements, a composite's fields), keeping their order in the index files or hash codes keyed per server start."),
+						 errhint("Index a column of an encrypted type itself, or add the column to INCLUDE.")));
 			ReleaseSysCache(oc);
 		}
 	}
@@ -431,7 +487,13 @@ colcrypt_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 		check_relation(objectId, (AttrNumber) subId);
 }
 
-/* After CREATE TABLE ... PARTITION BY HASH: no encrypted partition key. */
+/*
+ * After CREATE TABLE ... PARTITION BY: no partition key that holds
+ * encrypted values.  Hash partitions would route by hash codes keyed per
+ * server start; range and list partitions keep their bounds as literals
+ * (under the transit key) and tell whoever can read one partition which
+ * plaintexts its rows hold.
+ */
 static void
 check_partition_key(CreateStmt *stmt)
 {
@@ -443,16 +505,128 @@ check_partition_key(CreateStmt *stmt)
 		return;
 	rel = relation_open(relid, NoLock);
 	key = RelationGetPartitionKey(rel);
-	if (key != NULL && key->strategy == PARTITION_STRATEGY_HASH)
+	if (key != NULL)
 	{
 		for (int i = 0; i < key->partnatts; i++)
-			if (ColcryptIsEncryptedType(key->parttypid[i]))
+			if (ColcryptTypeHoldsEncrypted(key->parttypid[i]))
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-						 errmsg("hash partitioning by an encrypted value is not supported"),
-						 errdetail("Hash codes of encrypted values are keyed per server start, so rows would be routed differently after a restart.")));
+						 errmsg("partitioning by an encrypted value is not supported"),
+						 key->strategy == PARTITION_STRATEGY_HASH ?
+						 errdetail("Hash codes of encrypted values are keyed per server start, so rows would be routed differently after a restart.") :
+						 errdetail("Each partition's bounds would tell whoever can read one partition which plaintexts its rows hold, and the bounds would be stored under the transit key, which does not survive a restart."),
+						 errhint("Partition by a plain column.")));
 	}
 	relation_close(rel, NoLock);
+}
+
+/*
+ * Whether an index keeps rows of encrypted values in plaintext order (an
+ * ord_ops index): CLUSTER by it would store the table itself in that
+ * order, for anyone who may read the table (or its files) to see.
+ */
+static bool
+index_orders_plaintext(Oid indexoid)
+{
+	Relation	irel = index_open(indexoid, AccessShareLock);
+	bool		result = false;
+
+	for (int i = 0; i < IndexRelationGetNumberOfKeyAttributes(irel); i++)
+		if (ColcryptTypeHoldsEncrypted(irel->rd_opcintype[i]) &&
+			ColcryptOpfamilyOrdersPlaintext(irel->rd_opfamily[i]))
+			result = true;
+	index_close(irel, AccessShareLock);
+	return result;
+}
+
+static void
+refuse_cluster(Oid indexoid)
+{
+	if (OidIsValid(indexoid) && index_orders_plaintext(indexoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot cluster on index \"%s\", which keeps encrypted values in plaintext order",
+						get_rel_name(indexoid)),
+				 errdetail("The table's rows would be stored in plaintext order, which anyone who may read the table would see.")));
+}
+
+/* CLUSTER ... USING and ALTER TABLE ... CLUSTER ON an ord_ops index. */
+static void
+check_cluster(Node *parsetree)
+{
+	if (IsA(parsetree, ClusterStmt))
+	{
+		ClusterStmt *stmt = (ClusterStmt *) parsetree;
+		Oid			relid;
+
+		if (stmt->relation == NULL)
+			return;				/* tables marked before: never such an index */
+		relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+		if (!OidIsValid(relid))
+			return;
+		if (stmt->indexname != NULL)
+			refuse_cluster(get_relname_relid(stmt->indexname, get_rel_namespace(relid)));
+		else
+		{
+			Relation	rel = relation_open(relid, AccessShareLock);
+			List	   *indexes = RelationGetIndexList(rel);
+			ListCell   *lc;
+
+			relation_close(rel, AccessShareLock);
+			foreach(lc, indexes)
+			{
+				HeapTuple	itup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+
+				if (HeapTupleIsValid(itup))
+				{
+					if (((Form_pg_index) GETSTRUCT(itup))->indisclustered)
+						refuse_cluster(lfirst_oid(lc));
+					ReleaseSysCache(itup);
+				}
+			}
+		}
+	}
+	else if (IsA(parsetree, AlterTableStmt))
+	{
+		AlterTableStmt *stmt = (AlterTableStmt *) parsetree;
+		ListCell   *lc;
+		Oid			relid = InvalidOid;
+
+		foreach(lc, stmt->cmds)
+		{
+			AlterTableCmd *cmd = (AlterTableCmd *) lfirst(lc);
+
+			if (cmd->subtype != AT_ClusterOn)
+				continue;
+			if (!OidIsValid(relid))
+				relid = RangeVarGetRelid(stmt->relation, NoLock, true);
+			if (OidIsValid(relid))
+				refuse_cluster(get_relname_relid(cmd->name, get_rel_namespace(relid)));
+		}
+	}
+}
+
+/* CREATE TYPE ... AS RANGE over a subtype that holds encrypted values. */
+static void
+check_range(CreateRangeStmt *stmt)
+{
+	ListCell   *lc;
+
+	foreach(lc, stmt->params)
+	{
+		DefElem    *d = (DefElem *) lfirst(lc);
+
+		if (strcmp(d->defname, "subtype") == 0)
+		{
+			Oid			subtype = typenameTypeId(NULL, defGetTypeName(d));
+
+			if (ColcryptTypeHoldsEncrypted(subtype))
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("range types over %s are not supported", format_type_be(subtype)),
+						 errdetail("A range's bounds name no data key: they would be encrypted under the server's transit key, which does not survive a restart, and ordering them needs their plaintexts.")));
+		}
+	}
 }
 
 static void
@@ -462,6 +636,15 @@ colcrypt_process_utility(PlannedStmt *pstmt, const char *queryString,
 						 DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
+	bool		installed = OidIsValid(get_namespace_oid(COLCRYPT_SCHEMA, true));
+
+	if (installed)
+	{
+		if (IsA(parsetree, CreateRangeStmt))
+			check_range((CreateRangeStmt *) parsetree);
+		else if (IsA(parsetree, ClusterStmt) || IsA(parsetree, AlterTableStmt))
+			check_cluster(parsetree);
+	}
 
 	if (prev_process_utility_hook)
 		prev_process_utility_hook(pstmt, queryString, readOnlyTree, context,
@@ -470,8 +653,7 @@ colcrypt_process_utility(PlannedStmt *pstmt, const char *queryString,
 		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
 								params, queryEnv, dest, qc);
 
-	if (IsA(parsetree, CreateStmt) && ((CreateStmt *) parsetree)->partspec != NULL &&
-		OidIsValid(get_namespace_oid(COLCRYPT_SCHEMA, true)))
+	if (IsA(parsetree, CreateStmt) && ((CreateStmt *) parsetree)->partspec != NULL && installed)
 		check_partition_key((CreateStmt *) parsetree);
 }
 

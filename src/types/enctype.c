@@ -23,8 +23,9 @@
  * Input of the ciphertext text form ("colcrypt:" + base64) stores that
  * ciphertext as is, but only where the session is moving ciphertext: with
  * colcrypt.output = 'ciphertext', during a restore (check_function_bodies
- * off), as a logical replication apply worker, or for a role that cannot
- * decrypt the key anyway.  Elsewhere it is refused, so that an application
+ * off), as a logical replication apply worker (each only while the code
+ * runs as the session's own role), or for a role that cannot decrypt the
+ * key anyway.  Elsewhere it is refused, so that an application
  * that passes user-supplied strings cannot be made to decrypt a ciphertext
  * copied from another row (a confused-deputy attack), and a restore
  * without the setting fails loudly rather than storing ciphertext as a
@@ -307,6 +308,38 @@ seal_bytes(const ColcryptTypeDesc *t, uint32 key_id, bool det,
 	return seal_with(t, ColcryptDekForEncrypt(key_id), det, pt, ptlen);
 }
 
+/*
+ * Decrypt an envelope's plaintext bytes (palloc'd), or NULL with *status
+ * set when the ciphertext does not authenticate; checks privilege and
+ * state (those raise).
+ */
+uint8 *
+try_open_envelope(const cc_envelope *env, size_t *len, cc_status *status)
+{
+	ColcryptDek *d = ColcryptDekForDecrypt(env->key_id, env->key_version);
+	uint8	   *out = palloc(env->ctlen + 1);
+	cc_aead_item it;
+
+	it.nonce = env->nonce;
+	it.aad = env->header;
+	it.aadlen = CC_ENV_HEADER_LEN;
+	it.in = env->ct;
+	it.inlen = env->ctlen;
+	it.out = out;
+	it.tag = (uint8 *) env->tag;
+	if ((env->alg == CC_ALG_AES256_GCM ? cc_gcm_open_batch(d->gcm, &it, 1) :
+		 cc_siv_open_batch(d->siv, &it, 1)) != 0)
+	{
+		cc_wipe(out, env->ctlen);
+		pfree(out);
+		*status = it.status;
+		return NULL;
+	}
+	*status = CC_OK;
+	*len = env->ctlen;
+	return out;
+}
+
 /* Decrypt an envelope's plaintext bytes (palloc'd); checks privilege. */
 uint8 *
 open_envelope(const cc_envelope *env, size_t *len)
@@ -343,7 +376,7 @@ open_envelope(const cc_envelope *env, size_t *len)
  * float8, date, timestamptz) a plaintext of another length.  No valid
  * ciphertext fails this; a relabelled, truncated or extended one can.
  */
-static const char *
+const char *
 misfit(const ColcryptTypeDesc *t, const cc_envelope *env)
 {
 	int16		typlen;
@@ -510,6 +543,29 @@ reject_malformed(const ColcryptTypeDesc *t, bool binary, const char *why)
 			 errdetail("%s", why)));
 }
 
+/*
+ * Whether the session says it is moving ciphertext: colcrypt.output =
+ * ciphertext, a restore (check_function_bodies off), a logical replication
+ * apply worker (session_replication_role = replica).  Those settings are
+ * the session's, so they speak only for code running as the session's own
+ * role: inside a SECURITY DEFINER function, or any code PostgreSQL runs as
+ * another role (a maintenance command, a foreign key action), the caller's
+ * settings would otherwise decide whether the definer's code stores a
+ * ciphertext the caller copied from someone else's row, and then decrypts
+ * it for him.  There only the role running decides: ciphertext is taken
+ * where it could not decrypt the key anyway.
+ */
+static bool
+session_moves_ciphertext(void)
+{
+	if (GetUserId() != GetOuterUserId() || InSecurityRestrictedOperation() ||
+		InNoForceRLSOperation())
+		return false;
+	return colcrypt_output == COLCRYPT_OUTPUT_CIPHERTEXT ||
+		!check_function_bodies ||
+		SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA;
+}
+
 /* Build a datum from envelope bytes given as input, checking its shape. */
 static struct varlena *
 envelope_input(const ColcryptTypeDesc *t, const char *bytes, size_t len, bool binary)
@@ -527,9 +583,7 @@ envelope_input(const ColcryptTypeDesc *t, const char *bytes, size_t len, bool bi
 		reject_malformed(t, binary, why);
 
 	/* Moving ciphertext is for sessions that are moving ciphertext. */
-	if (!(colcrypt_output == COLCRYPT_OUTPUT_CIPHERTEXT ||
-		  !check_function_bodies ||
-		  SessionReplicationRole == SESSION_REPLICATION_ROLE_REPLICA ||
+	if (!(session_moves_ciphertext() ||
 		  !ColcryptHasKeyPrivilege(env.key_id, COLCRYPT_PRIV_DECRYPT)))
 		ereport(ERROR,
 				(errcode(binary ? ERRCODE_INVALID_BINARY_REPRESENTATION : ERRCODE_INVALID_TEXT_REPRESENTATION),
@@ -585,7 +639,10 @@ show_plaintext(const cc_envelope *env)
 	if (colcrypt_output == COLCRYPT_OUTPUT_CIPHERTEXT || am_walsender ||
 		HistoricSnapshotActive())
 		return false;
-	return ColcryptHasKeyPrivilege(env->key_id, COLCRYPT_PRIV_DECRYPT);
+	if (!ColcryptHasKeyPrivilege(env->key_id, COLCRYPT_PRIV_DECRYPT))
+		return false;
+	ColcryptNoteDecrypt(env->key_id);
+	return true;
 }
 
 static Datum plain_input(const ColcryptTypeDesc *t, char *str);

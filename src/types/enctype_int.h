@@ -49,6 +49,8 @@ extern const char *key_label(uint32 key_id);
 extern struct varlena *seal_with(const ColcryptTypeDesc *t, ColcryptDek *d, bool det,
 								 const uint8 *pt, size_t ptlen);
 extern uint8 *open_envelope(const cc_envelope *env, size_t *len);
+extern uint8 *try_open_envelope(const cc_envelope *env, size_t *len, cc_status *status);
+extern const char *misfit(const ColcryptTypeDesc *t, const cc_envelope *env);
 extern Datum open_datum(const ColcryptTypeDesc *t, struct varlena *v);
 extern struct varlena *enc_arg(Datum d);
 extern Datum open_arg(const ColcryptTypeDesc *t, Datum d);

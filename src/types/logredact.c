@@ -31,6 +31,16 @@
  * a query decrypted (s::text::int quoting it, say): that message is the
  * query's own doing and goes to the log as PostgreSQL writes it.
  *
+ * The client.  Normally the client gets the report whole: its role may
+ * read the values anyway.  Not when the plaintext was decrypted for
+ * another role: inside a SECURITY DEFINER function, say, whose constraint
+ * violation would show its caller the failing row the definer could read.
+ * So a statement in which anything was decrypted for a role other than
+ * the session's current one, under a key the session's role may not
+ * decrypt, is marked too, and an error reported to the client during it
+ * keeps its SQLSTATE and the untranslated form of its message (the format,
+ * before values were filled in) and loses its detail and context.
+ *
  *-------------------------------------------------------------------------
  */
 #include "colcrypt/colcrypt.h"
@@ -55,9 +65,31 @@ ColcryptNotePlaintext(void)
 	plaintext_noted = true;
 }
 
+/* The start of the statement that decrypted for another role (see top). */
+static bool foreign_noted = false;
+static TimestampTz foreign_stmt = 0;
+
+void
+ColcryptNoteForeignPlaintext(void)
+{
+	foreign_stmt = GetCurrentStatementStartTimestamp();
+	foreign_noted = true;
+}
+
 static void
 redact_emit_log_hook(ErrorData *edata)
 {
+	if (edata->output_to_client && edata->elevel >= ERROR && foreign_noted &&
+		foreign_stmt == GetCurrentStatementStartTimestamp())
+	{
+		if (edata->message_id != NULL && edata->message != NULL &&
+			strcmp(edata->message, edata->message_id) != 0)
+			edata->message = pstrdup(edata->message_id);
+		edata->detail = pstrdup("Withheld: values in this report were decrypted for another role.");
+		edata->context = NULL;
+		edata->internalquery = NULL;
+	}
+
 	if (edata->output_to_server && plaintext_noted &&
 		plaintext_stmt == GetCurrentStatementStartTimestamp())
 	{

@@ -12,6 +12,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_attribute.h"
 #include "catalog/pg_type.h"
 #include "colcrypt/typelist.h"
 #include "colcrypt/types.h"
@@ -101,4 +102,59 @@ bool
 ColcryptIsEncryptedType(Oid typid)
 {
 	return lookup_oid(getBaseType(typid)) != NULL;
+}
+
+/*
+ * Whether values of typid can hold encrypted values: an encrypted type, or
+ * an array, domain, composite, range or multirange with one somewhere
+ * inside.  Deeper than 32 levels counts as yes (fails closed).
+ */
+static bool
+holds_encrypted(Oid typid, int depth)
+{
+	Oid			base;
+	char		typtype;
+
+	if (depth > 32)
+		return true;
+	base = getBaseType(typid);
+	if (lookup_oid(base) != NULL)
+		return true;
+	if (base < FirstNormalObjectId && !type_is_array(base))
+		return false;			/* a built-in scalar, record or the like */
+	if (OidIsValid(get_element_type(base)))
+		return holds_encrypted(get_element_type(base), depth + 1);
+	typtype = get_typtype(base);
+	if (typtype == TYPTYPE_RANGE)
+		return holds_encrypted(get_range_subtype(base), depth + 1);
+	if (typtype == TYPTYPE_MULTIRANGE)
+		return holds_encrypted(get_multirange_range(base), depth + 1);
+	if (typtype == TYPTYPE_COMPOSITE)
+	{
+		Oid			relid = get_typ_typrelid(base);
+
+		/* Attributes are numbered 1..n without gaps (dropped ones stay). */
+		for (int i = 1; OidIsValid(relid); i++)
+		{
+			HeapTuple	tup = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(i));
+			bool		found = false;
+
+			if (!HeapTupleIsValid(tup))
+				break;
+			if (!((Form_pg_attribute) GETSTRUCT(tup))->attisdropped)
+				found = holds_encrypted(((Form_pg_attribute) GETSTRUCT(tup))->atttypid, depth + 1);
+			ReleaseSysCache(tup);
+			if (found)
+				return true;
+		}
+	}
+	return false;
+}
+
+bool
+ColcryptTypeHoldsEncrypted(Oid typid)
+{
+	if (!OidIsValid(typid) || !ColcryptTypesInstalled())
+		return false;
+	return holds_encrypted(typid, 0);
 }
