@@ -29,6 +29,7 @@
 #define COLCRYPT_BATCH_H
 
 #include "colcrypt/envelope.h"
+#include "storage/itemptr.h"
 #include "utils/memutils.h"
 
 typedef struct ColcryptBatch ColcryptBatch;
@@ -49,6 +50,25 @@ extern void ColcryptBatchReset(ColcryptBatch *b);
  * otherwise it must stay valid until the batch is reset.
  */
 extern Datum ColcryptBatchAdd(ColcryptBatch *b, int col, int row, Datum stored);
+
+/*
+ * Ciphertext bytes of the values added since the last reset (their
+ * plaintexts take as much again once opened): the batch scan ends a batch
+ * at COLCRYPT_BATCH_MAX_BYTES.
+ */
+extern Size ColcryptBatchBytes(ColcryptBatch *b);
+
+#define COLCRYPT_BATCH_MAX_BYTES	(1024 * 1024)
+
+/*
+ * Where the values come from, for error messages: a column's description
+ * ("column ssn of relation public.customers", kept by the caller) and each
+ * row's ctid.  ColcryptBatchDescribe gives "<origin>, row (b,o)" for a
+ * batch value, or NULL.
+ */
+extern void ColcryptBatchSetOrigin(ColcryptBatch *b, int col, const char *origin);
+extern void ColcryptBatchSetRow(ColcryptBatch *b, int row, ItemPointer tid);
+extern char *ColcryptBatchDescribe(Datum d);
 
 /* The stored envelope datum of a batch value, or NULL if d is not one. */
 extern struct varlena *ColcryptBatchCiphertext(Datum d);

@@ -24,6 +24,14 @@
 
 #include "colcrypt/compat.h"
 
+/*
+ * colcrypt's own message domain: an error report knows it is colcrypt's,
+ * whose messages never hold values (logredact.c relies on it).  There are
+ * no translations, so messages read as written.
+ */
+#undef TEXTDOMAIN
+#define TEXTDOMAIN "colcrypt"
+
 /* colcrypt.output */
 typedef enum ColcryptOutputMode
 {

@@ -50,8 +50,10 @@ typedef struct BatchValue
 struct BatchColumn
 {
 	ColcryptBatch *batch;
+	int			index;			/* its number in the batch */
 	BatchValue *values;			/* maxrows of them */
 	int			nvalues;		/* highest row added + 1 */
+	const char *origin;			/* "column c of relation r", for errors */
 };
 
 typedef struct Arena
@@ -73,6 +75,8 @@ struct ColcryptBatch
 	int			maxarenas;
 	MemoryContextCallback wipe_cb;
 	bool		wipe_armed;
+	Size		bytes;			/* ciphertext bytes of this fill's values */
+	ItemPointerData *tids;		/* each row's, for errors (maxrows) */
 	ColcryptBatchStats stats;
 };
 
@@ -127,9 +131,11 @@ ColcryptBatchCreate(MemoryContext cxt, int ncols, int maxrows)
 	b->ncols = ncols;
 	b->maxrows = maxrows;
 	b->cols = MemoryContextAllocZero(cxt, sizeof(BatchColumn) * ncols);
+	b->tids = MemoryContextAllocZero(cxt, sizeof(ItemPointerData) * maxrows);
 	for (int c = 0; c < ncols; c++)
 	{
 		b->cols[c].batch = b;
+		b->cols[c].index = c;
 		b->cols[c].values = MemoryContextAllocZero(cxt, sizeof(BatchValue) * maxrows);
 	}
 	b->items = MemoryContextAlloc(cxt, sizeof(cc_aead_item) * maxrows);
@@ -145,6 +151,13 @@ ColcryptBatchReset(ColcryptBatch *b)
 	MemoryContextReset(b->fillcxt);		/* runs wipe_arenas */
 	for (int c = 0; c < b->ncols; c++)
 		b->cols[c].nvalues = 0;
+	b->bytes = 0;
+}
+
+Size
+ColcryptBatchBytes(ColcryptBatch *b)
+{
+	return b->bytes;
 }
 
 const ColcryptBatchStats *
@@ -182,6 +195,7 @@ ColcryptBatchAdd(ColcryptBatch *b, int col, int row, Datum stored)
 	v->state = BV_PENDING;
 	v->asked = false;
 	c->nvalues = row + 1;
+	b->bytes += VARSIZE_ANY(ct);
 	return EOHPGetRODatum(&v->hdr);
 }
 
@@ -195,6 +209,38 @@ batch_value(Datum d)
 		return NULL;
 	eoh = DatumGetEOHP(d);
 	return eoh->eoh_methods == &batch_value_methods ? (BatchValue *) eoh : NULL;
+}
+
+void
+ColcryptBatchSetOrigin(ColcryptBatch *b, int col, const char *origin)
+{
+	b->cols[col].origin = origin;
+}
+
+void
+ColcryptBatchSetRow(ColcryptBatch *b, int row, ItemPointer tid)
+{
+	if (tid != NULL && ItemPointerIsValid(tid))
+		ItemPointerCopy(tid, &b->tids[row]);
+	else
+		ItemPointerSetInvalid(&b->tids[row]);
+}
+
+char *
+ColcryptBatchDescribe(Datum d)
+{
+	BatchValue *v = batch_value(d);
+	BatchColumn *c;
+	ItemPointer tid;
+
+	if (v == NULL || v->col->origin == NULL)
+		return NULL;
+	c = v->col;
+	tid = &c->batch->tids[v - c->values];
+	if (!ItemPointerIsValid(tid))
+		return pstrdup(c->origin);
+	return psprintf("%s, row (%u,%u)", c->origin,
+					ItemPointerGetBlockNumberNoCheck(tid), ItemPointerGetOffsetNumberNoCheck(tid));
 }
 
 struct varlena *

@@ -55,6 +55,7 @@
 #include "optimizer/prep.h"
 #include "optimizer/restrictinfo.h"
 #include "storage/bufmgr.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -103,6 +104,7 @@ typedef struct BatchScanState
 	bool		exhausted;		/* the table scan returned its last row */
 	bool		passthrough;	/* batching stopped: nothing was decrypted */
 	uint64		rows_batched;	/* rows returned from batches */
+	uint64		cut_by_size;	/* batches ended at COLCRYPT_BATCH_MAX_BYTES */
 	ColcryptBatch *batch;
 } BatchScanState;
 
@@ -398,6 +400,17 @@ batch_begin(CustomScanState *node, EState *estate, int eflags)
 	s->isnull = palloc(sizeof(bool) * s->batch_size * s->maxatt);
 	s->encvals = palloc(sizeof(Datum) * s->batch_size * s->nenc);
 	s->batch = ColcryptBatchCreate(CurrentMemoryContext, s->nenc, s->batch_size);
+	{
+		Relation	rel = node->ss.ss_currentRelation;
+		char	   *relname = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+														 RelationGetRelationName(rel));
+
+		for (int c = 0; c < s->nenc; c++)
+			ColcryptBatchSetOrigin(s->batch, c,
+								   psprintf("column %s of relation %s",
+											quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), s->enc[c] - 1)->attname)),
+											relname));
+	}
 }
 
 /* Drop the last batch: wipe its plaintexts, release its pages. */
@@ -448,6 +461,7 @@ fill_batch(BatchScanState *s)
 		slot_getsomeattrs(slot, s->maxatt);
 		memcpy(values, slot->tts_values, sizeof(Datum) * s->maxatt);
 		memcpy(isnull, slot->tts_isnull, sizeof(bool) * s->maxatt);
+		ColcryptBatchSetRow(s->batch, s->nrows, &slot->tts_tid);
 		for (int c = 0; c < s->nenc; c++)
 		{
 			int			a = s->enc[c] - 1;
@@ -457,6 +471,17 @@ fill_batch(BatchScanState *s)
 					ColcryptBatchAdd(s->batch, c, s->nrows, values[a]);
 		}
 		s->nrows++;
+
+		/*
+		 * Bounded by bytes too: forged or huge values (detoasted here,
+		 * opened beside) must not multiply memory by the batch size.
+		 */
+		if (ColcryptBatchBytes(s->batch) >= COLCRYPT_BATCH_MAX_BYTES)
+		{
+			if (s->nrows < limit)
+				s->cut_by_size++;
+			break;
+		}
 
 		if (TTS_IS_BUFFERTUPLE(slot))
 		{
@@ -599,6 +624,8 @@ batch_explain(CustomScanState *node, List *ancestors, ExplainState *es)
 		ExplainPropertyInteger("Decrypt Calls", NULL, (int64) st->calls, es);
 		ExplainPropertyInteger("Values Decrypted", NULL, (int64) st->opened, es);
 		ExplainPropertyInteger("Values Opened Alone", NULL, (int64) st->alone, es);
+		if (s->cut_by_size > 0)
+			ExplainPropertyInteger("Batches Ended by Size", NULL, (int64) s->cut_by_size, es);
 		if (s->passthrough)
 			ExplainPropertyInteger("Batching Stopped After Rows", NULL, (int64) s->rows_batched, es);
 	}
@@ -622,7 +649,7 @@ ColcryptBatchScanDefineSettings(void)
 							 NULL, NULL, NULL);
 	DefineCustomIntVariable("colcrypt.batch_size",
 							gettext_noop("Rows the batch scan reads and decrypts at a time."),
-							gettext_noop("A batch also ends after 8 heap pages."),
+							gettext_noop("A batch also ends after 8 heap pages, and after 1 MB of ciphertext."),
 							&colcrypt_batch_size,
 							256, 1, 4096,
 							PGC_USERSET,

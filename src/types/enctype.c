@@ -433,12 +433,24 @@ enc_arg(Datum d)
 	return ct ? ct : PG_DETOAST_DATUM_PACKED(d);
 }
 
+/* Error context: where a batch value that failed to open is stored. */
+static void
+batch_value_context(void *arg)
+{
+	char	   *where = ColcryptBatchDescribe(*(Datum *) arg);
+
+	if (where != NULL)
+		errcontext("encrypted value in %s", where);
+}
+
 /* Decrypt an encrypted argument; a batch value opens with its batch. */
 Datum
 open_arg(const ColcryptTypeDesc *t, Datum d)
 {
 	const uint8 *pt;
 	size_t		len;
+	ErrorContextCallback ctx;
+	Datum		result;
 
 	if (ColcryptBatchPlaintext(d, t->code, &pt, &len))
 	{
@@ -450,7 +462,17 @@ open_arg(const ColcryptTypeDesc *t, Datum d)
 		}
 		return bytes_to_plain(t, pt, len);
 	}
-	return open_datum(t, enc_arg(d));
+	if (ColcryptBatchCiphertext(d) == NULL)
+		return open_datum(t, enc_arg(d));
+
+	/* A batch value that did not open with its batch: say where it is. */
+	ctx.callback = batch_value_context;
+	ctx.arg = &d;
+	ctx.previous = error_context_stack;
+	error_context_stack = &ctx;
+	result = open_datum(t, enc_arg(d));
+	error_context_stack = ctx.previous;
+	return result;
 }
 
 static struct varlena *

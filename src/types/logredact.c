@@ -33,22 +33,31 @@
  *
  * The client.  Normally the client gets the report whole: its role may
  * read the values anyway.  Not when the plaintext was decrypted for
- * another role: inside a SECURITY DEFINER function, say, whose constraint
- * violation would show its caller the failing row the definer could read.
- * So a statement in which anything was decrypted for a role other than
- * the session's current one, under a key the session's role may not
- * decrypt, is marked too, and an error reported to the client during it
- * keeps its SQLSTATE and the untranslated form of its message (the format,
- * before values were filled in) and loses its detail and context.
+ * another role: inside a SECURITY DEFINER function, whose constraint
+ * violation would show its caller the failing row the definer could read
+ * ("Failing row contains (...)"), or whose failing cast would quote a
+ * decrypted value.  So colcrypt counts every decryption done for a role
+ * other than the session's current one under a key the session's role may
+ * not decrypt, and a function hook (fmgr_hook, which PostgreSQL calls when
+ * a SECURITY DEFINER function starts, ends or fails) looks at an error
+ * leaving such a function: if the count moved while it ran, the error
+ * goes on with its SQLSTATE and the untranslated form of its message (the
+ * format, before values were filled in), and without its detail and
+ * context, before any handler of the caller's (a PL/pgSQL EXCEPTION
+ * block) or the client sees it.  colcrypt's own messages (its message
+ * domain) hold no values and pass unchanged.
  *
  *-------------------------------------------------------------------------
  */
 #include "colcrypt/colcrypt.h"
 
 #include "access/xact.h"
+#include "fmgr.h"
 #include "utils/elog.h"
+#include "utils/memutils.h"
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
+static fmgr_hook_type prev_fmgr_hook = NULL;
 
 /*
  * The start of the statement that last handled plaintext.  Background
@@ -65,31 +74,18 @@ ColcryptNotePlaintext(void)
 	plaintext_noted = true;
 }
 
-/* The start of the statement that decrypted for another role (see top). */
-static bool foreign_noted = false;
-static TimestampTz foreign_stmt = 0;
+/* Decryptions done for a role the session's may not read for (see top). */
+static uint64 foreign_decrypts = 0;
 
 void
 ColcryptNoteForeignPlaintext(void)
 {
-	foreign_stmt = GetCurrentStatementStartTimestamp();
-	foreign_noted = true;
+	foreign_decrypts++;
 }
 
 static void
 redact_emit_log_hook(ErrorData *edata)
 {
-	if (edata->output_to_client && edata->elevel >= ERROR && foreign_noted &&
-		foreign_stmt == GetCurrentStatementStartTimestamp())
-	{
-		if (edata->message_id != NULL && edata->message != NULL &&
-			strcmp(edata->message, edata->message_id) != 0)
-			edata->message = pstrdup(edata->message_id);
-		edata->detail = pstrdup("Withheld: values in this report were decrypted for another role.");
-		edata->context = NULL;
-		edata->internalquery = NULL;
-	}
-
 	if (edata->output_to_server && plaintext_noted &&
 		plaintext_stmt == GetCurrentStatementStartTimestamp())
 	{
@@ -103,9 +99,75 @@ redact_emit_log_hook(ErrorData *edata)
 		prev_emit_log_hook(edata);
 }
 
+/*
+ * SECURITY DEFINER functions: the count of foreign decryptions when each
+ * running one started, innermost last.
+ */
+static uint64 *definer_marks = NULL;
+static int	ndefiner = 0;
+static int	maxdefiner = 0;
+
+static void
+redact_fmgr_hook(FmgrHookEventType event, FmgrInfo *flinfo, Datum *private)
+{
+	if (prev_fmgr_hook)
+		prev_fmgr_hook(event, flinfo, private);
+
+	if (event == FHET_START)
+	{
+		if (ndefiner == maxdefiner)
+		{
+			int			n = maxdefiner ? maxdefiner * 2 : 16;
+
+			definer_marks = definer_marks ?
+				repalloc(definer_marks, sizeof(uint64) * n) :
+				MemoryContextAlloc(TopMemoryContext, sizeof(uint64) * n);
+			maxdefiner = n;
+		}
+		definer_marks[ndefiner++] = foreign_decrypts;
+		return;
+	}
+	if (ndefiner == 0)
+		return;
+	ndefiner--;
+	if (event == FHET_ABORT && definer_marks[ndefiner] != foreign_decrypts)
+	{
+		MemoryContext old = MemoryContextSwitchTo(CurTransactionContext);
+		ErrorData  *e = CopyErrorData();
+
+		if (!(e->domain != NULL && strcmp(e->domain, TEXTDOMAIN) == 0))
+		{
+			FlushErrorState();
+			if (e->message_id != NULL && e->message != NULL &&
+				strcmp(e->message, e->message_id) != 0)
+				e->message = pstrdup(e->message_id);
+			e->detail = pstrdup("Withheld: values in this report were decrypted for another role.");
+			e->context = NULL;
+			e->internalquery = NULL;
+			e->internalpos = 0;
+			MemoryContextSwitchTo(old);
+			ReThrowError(e);
+		}
+		FreeErrorData(e);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/* Starts without ends (an error elsewhere) do not outlive the transaction. */
+static void
+redact_xact_callback(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+		ndefiner = 0;
+}
+
 void
 ColcryptLogRedactInit(void)
 {
 	prev_emit_log_hook = emit_log_hook;
 	emit_log_hook = redact_emit_log_hook;
+	prev_fmgr_hook = fmgr_hook;
+	fmgr_hook = redact_fmgr_hook;
+	RegisterXactCallback(redact_xact_callback, NULL);
 }
