@@ -134,7 +134,7 @@ sub reencrypt_watched
 sub stale_values
 {
 	return $node->safe_psql('postgres',
-		'SELECT count(*) FROM acct WHERE colcrypt._stale(v) OR colcrypt._stale(n) OR colcrypt._stale(d)');
+		q{SELECT colcrypt._reencrypt_count('acct', false)});
 }
 
 sub pgbench_running

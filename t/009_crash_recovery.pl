@@ -36,7 +36,7 @@ my $checksum = $node->safe_psql('postgres', $checksum_sql);
 sub stale
 {
 	return $node->safe_psql('postgres',
-		'SELECT count(*) FROM big WHERE colcrypt._stale(v) OR colcrypt._stale(n) OR colcrypt._stale(d)');
+		q{SELECT colcrypt._reencrypt_count('big', false)});
 }
 
 # Start reencrypt in a background session; returns it and its backend pid

@@ -50,7 +50,6 @@ typedef struct BatchValue
 struct BatchColumn
 {
 	ColcryptBatch *batch;
-	int			index;			/* its number in the batch */
 	BatchValue *values;			/* maxrows of them */
 	int			nvalues;		/* highest row added + 1 */
 	const char *origin;			/* "column c of relation r", for errors */
@@ -135,7 +134,6 @@ ColcryptBatchCreate(MemoryContext cxt, int ncols, int maxrows)
 	for (int c = 0; c < ncols; c++)
 	{
 		b->cols[c].batch = b;
-		b->cols[c].index = c;
 		b->cols[c].values = MemoryContextAllocZero(cxt, sizeof(BatchValue) * maxrows);
 	}
 	b->items = MemoryContextAlloc(cxt, sizeof(cc_aead_item) * maxrows);

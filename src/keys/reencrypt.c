@@ -586,7 +586,8 @@ PG_FUNCTION_INFO_V1(colcrypt_reencrypt_count);
 /*
  * _reencrypt_count(tbl, start): rows of tbl (only) holding a stale value,
  * NULL if it has no column that can hold encrypted values.  start begins
- * a run: the values found unopenable are forgotten.
+ * a run: the values found unopenable are forgotten, and the progress row
+ * says "counting".
  */
 Datum
 colcrypt_reencrypt_count(PG_FUNCTION_ARGS)
@@ -608,7 +609,8 @@ colcrypt_reencrypt_count(PG_FUNCTION_ARGS)
 		table_close(rel, AccessShareLock);
 		PG_RETURN_NULL();
 	}
-	progress_set(relid, "counting", 0, 0);
+	if (start)
+		progress_set(relid, "counting", 0, 0);
 	scan_table(rel, 0, 0, stale_row, &s);
 	table_close(rel, AccessShareLock);
 	PG_RETURN_INT64(s.rows);
