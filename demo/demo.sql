@@ -112,6 +112,28 @@ SELECT id FROM customers WHERE ssn = '123-45-6789';
 RESET ROLE;
 SET ROLE support;
 SELECT id, name, email FROM customers WHERE id = 1;
+-- support publishes a masking function that runs with its own rights:
+CREATE FUNCTION public.ssn_last4(v colcrypt.encrypted_text) RETURNS text
+    SECURITY DEFINER LANGUAGE sql AS $$SELECT '***-**-' || right(v::text, 4)$$;
+RESET ROLE;
+\echo '-- The analyst may use it, but the values it opened (a whole batch of rows)'
+\echo '-- are checked again for whoever asks next: nothing else reaches the analyst.'
+SET ROLE analyst;
+SELECT id, public.ssn_last4(ssn) FROM customers ORDER BY id;
+SELECT id, ssn::text FROM customers WHERE public.ssn_last4(ssn) IS NOT NULL;
+RESET ROLE;
+\echo '-- An index in plaintext order is made only when asked for by name, and only'
+\echo '-- roles that may decrypt can scan it (no ORDER BY oracle):'
+SELECT colcrypt.create_key('scores', 'main') AS scores_key \gset
+CREATE TABLE scores (id integer, score colcrypt.encrypted_int4(scores));
+INSERT INTO scores SELECT g, (g * 37) % 100 FROM generate_series(1, 20) g;
+GRANT SELECT ON scores TO analyst;
+CREATE INDEX ON scores (score);
+CREATE INDEX scores_score ON scores (score colcrypt.encrypted_int4_ord_ops);
+SET ROLE analyst;
+SET enable_sort = off;
+SELECT id FROM scores ORDER BY score LIMIT 3;
+RESET enable_sort;
 RESET ROLE;
 
 \echo
@@ -128,6 +150,8 @@ SET colcrypt.output = ciphertext;
 UPDATE customers SET ssn = :'bad' WHERE id = 4;
 RESET colcrypt.output;
 SELECT id, ssn FROM customers WHERE id = 4;
+\echo '-- colcrypt.verify finds such values, with where they are:'
+SELECT * FROM colcrypt.verify('customers');
 
 \echo
 \echo '################################################################################'

@@ -706,6 +706,9 @@ colcrypt_reencrypt_batch(PG_FUNCTION_ARGS)
 	Datum		tidarray;
 	SPITupleTable *locked;
 	uint64		nlocked;
+	Datum	  **rows;
+	char	  **rownulls;
+	int			nchanged = 0;
 
 	ColcryptRequirePreload();
 	require_table_owner(relid, "re-encrypt");
@@ -760,7 +763,7 @@ colcrypt_reencrypt_batch(PG_FUNCTION_ARGS)
 	locked = SPI_tuptable;
 	nlocked = SPI_processed;
 
-	/* The update, prepared once, run as the owner for each changed row. */
+	/* The update, prepared once per batch. */
 	argtypes = palloc(sizeof(Oid) * (natts + 1));
 	argtypes[0] = TIDOID;
 	resetStringInfo(&sql);
@@ -782,6 +785,9 @@ colcrypt_reencrypt_batch(PG_FUNCTION_ARGS)
 	}
 	appendStringInfoString(&sql, " WHERE ctid = $1");
 
+	/* The new values, computed here with the caller's key privileges... */
+	rows = palloc(sizeof(Datum *) * Max(nlocked, 1));
+	rownulls = palloc(sizeof(char *) * Max(nlocked, 1));
 	for (uint64 r = 0; r < nlocked; r++)
 	{
 		HeapTuple	tup = locked->vals[r];
@@ -813,20 +819,30 @@ colcrypt_reencrypt_batch(PG_FUNCTION_ARGS)
 			}
 			i++;
 		}
-		if (!row_changed)
-			continue;
-		ColcryptBecomeTableOwner(relid, replica, &owner);
-		if (update == NULL)
+		if (row_changed)
 		{
-			update = SPI_prepare(sql.data, natts + 1, argtypes);
-			if (update == NULL)
-				elog(ERROR, "could not prepare the update of %s: %s",
-					 RelationGetRelationName(rel), SPI_result_code_string(SPI_result));
+			rows[nchanged] = values;
+			rownulls[nchanged] = nulls;
+			nchanged++;
 		}
-		if (SPI_execute_plan(update, values, nulls, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not update a row of %s", RelationGetRelationName(rel));
+	}
+
+	/* ...and written as the table's owner, whose code the update runs. */
+	if (nchanged > 0)
+	{
+		ColcryptBecomeTableOwner(relid, replica, &owner);
+		update = SPI_prepare(sql.data, natts + 1, argtypes);
+		if (update == NULL)
+			elog(ERROR, "could not prepare the update of %s: %s",
+				 RelationGetRelationName(rel), SPI_result_code_string(SPI_result));
+		for (int r = 0; r < nchanged; r++)
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (SPI_execute_plan(update, rows[r], rownulls[r], false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not update a row of %s", RelationGetRelationName(rel));
+			rewritten += SPI_processed;
+		}
 		ColcryptRestoreUser(&owner);
-		rewritten += SPI_processed;
 	}
 	SPI_finish();
 	table_close(rel, AccessShareLock);
