@@ -110,17 +110,19 @@ SET ROLE analyst;
 SELECT id, name, email FROM customers WHERE id = 1;
 SELECT id FROM customers WHERE ssn = '123-45-6789';
 RESET ROLE;
+CREATE SCHEMA support_api AUTHORIZATION support;
+GRANT USAGE ON SCHEMA support_api TO analyst;
 SET ROLE support;
 SELECT id, name, email FROM customers WHERE id = 1;
 -- support publishes a masking function that runs with its own rights:
-CREATE FUNCTION public.ssn_last4(v colcrypt.encrypted_text) RETURNS text
+CREATE FUNCTION support_api.ssn_last4(v colcrypt.encrypted_text) RETURNS text
     SECURITY DEFINER LANGUAGE sql AS $$SELECT '***-**-' || right(v::text, 4)$$;
 RESET ROLE;
 \echo '-- The analyst may use it, but the values it opened (a whole batch of rows)'
 \echo '-- are checked again for whoever asks next: nothing else reaches the analyst.'
 SET ROLE analyst;
-SELECT id, public.ssn_last4(ssn) FROM customers ORDER BY id;
-SELECT id, ssn::text FROM customers WHERE public.ssn_last4(ssn) IS NOT NULL;
+SELECT id, support_api.ssn_last4(ssn) FROM customers ORDER BY id;
+SELECT id, ssn::text FROM customers WHERE support_api.ssn_last4(ssn) IS NOT NULL;
 RESET ROLE;
 \echo '-- An index in plaintext order is made only when asked for by name, and only'
 \echo '-- roles that may decrypt can scan it (no ORDER BY oracle):'
