@@ -5,7 +5,8 @@
 # cluster, loads N values of SIZE bytes into a plain text column, a colcrypt
 # column and a pgcrypto (pgp_sym_encrypt) column, and for each query runs it
 # in a new connection and reads that backend's peak resident memory
-# (VmHWM in /proc/<pid>/status).  Prints peak MB and the ratio to the plain
+# (VmHWM in /proc/<pid>/status; shared_buffers is 16 MB, so that pages read
+# through shared memory weigh little).  Prints peak MB and the ratio to the plain
 # column.
 #
 #   bench/batch_memory.sh [--values N] [--size BYTES]   defaults: 100, 2000000
@@ -41,6 +42,7 @@ unix_socket_directories = '$DIR'
 shared_preload_libraries = 'colcrypt'
 jit = off
 max_parallel_workers_per_gather = 0
+shared_buffers = 16MB
 CONF
 as_postgres pg_ctl -D "$DIR/data" -l "$DIR/server.log" -w start >/dev/null
 psql_() { as_postgres psql -X -q -At -h "$DIR" -p "$PORT" -d postgres "$@"; }
