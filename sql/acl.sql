@@ -62,4 +62,5 @@ SELECT attempt($q$SELECT colcrypt._require_preload()$q$);
 SELECT attempt($q$SELECT colcrypt.key_cache_evict()$q$);
 SELECT attempt($q$SELECT * FROM colcrypt.audit_log$q$);
 SELECT attempt($q$SELECT colcrypt._reencrypt_finish('customers', 'x')$q$);
+SELECT attempt($q$SELECT * FROM colcrypt._reencrypt_rows('customers') AS r(t tid, c colcrypt.encrypted_text)$q$);
 RESET ROLE;

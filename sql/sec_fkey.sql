@@ -108,6 +108,7 @@ RESET ROLE;
 CREATE TABLE excl_t (ssn colcrypt.encrypted_text(cust),
                      EXCLUDE USING btree (ssn colcrypt.encrypted_text_ord_ops WITH =));
 INSERT INTO excl_t SELECT ssn FROM customers WHERE id <= 5;
+-- (With the default class, which the constraint asks for, the same.)
 SELECT try($$CREATE TABLE excl_default (ssn colcrypt.encrypted_text(cust), EXCLUDE USING btree (ssn WITH =))$$);
 GRANT INSERT ON excl_t TO sec_clerk;
 SET ROLE sec_clerk;

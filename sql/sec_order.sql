@@ -89,7 +89,22 @@ RESET ROLE;
 SELECT try($$CLUSTER customers USING cust_age$$);
 SELECT try($$ALTER TABLE customers CLUSTER ON cust_ssn$$);
 
--- The default class, asked for by omission, is refused for every index.
+-- A UNIQUE constraint's index keeps plaintext order too (the constraint
+-- asks for it): scanning it is checked the same, and it clusters nothing.
+CREATE TABLE uq_t (id int, ssn colcrypt.encrypted_text(cust) UNIQUE);
+INSERT INTO uq_t SELECT id, ssn FROM customers;
+GRANT SELECT ON uq_t TO sec_mallory;
+SET ROLE sec_mallory;
+SET enable_sort = off;
+SET enable_seqscan = off;
+SELECT probe('SELECT id FROM uq_t ORDER BY ssn LIMIT 5');
+RESET enable_seqscan;
+RESET enable_sort;
+RESET ROLE;
+SELECT try($$CLUSTER uq_t USING uq_t_ssn_key$$);
+DROP TABLE uq_t;
+
+-- The default class, asked for by omission, is refused for plain indexes.
 SELECT try($$CREATE INDEX ON customers (age)$$);
 SELECT try($$CREATE INDEX ON customers (age, id)$$);
 SELECT try($$CREATE INDEX ON customers (id) INCLUDE (age)$$);

@@ -147,7 +147,8 @@ sub pgbench_running
 $node->safe_psql('postgres', q{SELECT colcrypt.rotate_key('acct')});
 is(stale_values(), $rows, 'after rotate_key every row is stale');
 
-my $pg = start_pgbench(12, 'update.sql@5', 'insert.sql@2', 'delete.sql@1', 'read.sql@4');
+# Long enough that both re-encryptions below run under it on a busy 2-core machine.
+my $pg = start_pgbench(20, 'update.sql@5', 'insert.sql@2', 'delete.sql@1', 'read.sql@4');
 my ($notices, @progress) = reencrypt_watched(500);
 cmp_ok(pgbench_running(), '>=', $clients, 'the load was still running when reencrypt finished');
 like($notices, qr/reencrypt acct: \d+ of \d+ rows \(\d+\.\d %\)/, 'NOTICE lines report rows and a percentage');

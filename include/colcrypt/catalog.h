@@ -90,6 +90,13 @@ extern ColcryptKeyVersionMeta *ColcryptFindVersion(ColcryptKeyMeta *meta, int32 
  */
 extern uint64 ColcryptMetaGeneration(void);
 
+/*
+ * Whether this backend knows its metadata to be out of date (a change in
+ * this transaction, an invalidation received) and will reload it at the
+ * next ColcryptCatalogCheckFreshness.
+ */
+extern bool ColcryptMetaIsStale(void);
+
 /* Check for catalog changes by other backends and drop stale metadata. */
 extern void ColcryptCatalogCheckFreshness(void);
 

@@ -85,6 +85,7 @@ extern void ColcryptNotePlaintext(void);
  * client lose their values.
  */
 extern void ColcryptNoteForeignPlaintext(void);
+extern uint64 ColcryptForeignDecrypts(void);
 
 /* Name of the extension's schema. */
 #define COLCRYPT_SCHEMA "colcrypt"

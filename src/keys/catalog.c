@@ -524,6 +524,12 @@ ColcryptMetaGeneration(void)
 	return meta_generation;
 }
 
+bool
+ColcryptMetaIsStale(void)
+{
+	return meta_stale;
+}
+
 void
 ColcryptCatalogChanged(void)
 {

@@ -506,13 +506,60 @@ ColcryptNoteDecrypt(uint32 key_id)
 		ColcryptNoteForeignPlaintext();
 }
 
+/*
+ * The last decrypt check that passed, for the check made for every value
+ * handed out: valid while the role, the session's role, the metadata
+ * generation and the roles are the same, and the metadata is not known to
+ * be stale.  A change another backend commits is noticed when the catalog
+ * is next checked for freshness: at every ExecutorRun (each statement and
+ * each FETCH; execguard.c), and at every key lookup.
+ */
+static struct
+{
+	bool		valid;
+	bool		foreign;		/* decrypting for a role other than the session's */
+	uint32		key_id;
+	Oid			role;
+	Oid			outer;
+	uint64		generation;
+	uint64		roles;
+}			last_decrypt;
+
 void
 ColcryptCheckKeyPrivilege(uint32 key_id, int priv)
 {
+	/* A transit value holds what the session itself typed. */
+	if (key_id == CC_TRANSIT_KEY_ID)
+		return;
+	if (priv == COLCRYPT_PRIV_DECRYPT && last_decrypt.valid &&
+		last_decrypt.key_id == key_id && last_decrypt.role == GetUserId() &&
+		last_decrypt.outer == GetOuterUserId() &&
+		last_decrypt.generation == ColcryptMetaGeneration() &&
+		last_decrypt.roles == roles_generation && !ColcryptMetaIsStale() &&
+		!InNoForceRLSOperation())
+	{
+		if (last_decrypt.foreign)
+			ColcryptNoteForeignPlaintext();
+		return;
+	}
 	if (ColcryptHasKeyPrivilege(key_id, priv))
 	{
 		if (priv & COLCRYPT_PRIV_DECRYPT)
+		{
+			uint64		before = ColcryptForeignDecrypts();
+
 			ColcryptNoteDecrypt(key_id);
+			if (!InNoForceRLSOperation())
+			{
+				last_decrypt.key_id = key_id;
+				last_decrypt.role = GetUserId();
+				last_decrypt.outer = GetOuterUserId();
+				last_decrypt.generation = ColcryptMetaGeneration();
+				last_decrypt.roles = roles_generation;
+				last_decrypt.foreign = ColcryptForeignDecrypts() != before;
+				last_decrypt.valid = true;
+			}
+		}
 	}
 	else
 	{

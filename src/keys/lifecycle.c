@@ -829,10 +829,10 @@ ColcryptLifecycleDefineSettings(void)
 
 
 /*
- * An index with the column among its keys would be rebuilt with the
- * encrypted type's default operator class, which keeps plaintext order
- * and is made only when asked for by name (ddl_guard.c): say so before
- * anything is done, and what to do instead.
+ * A non-unique index with the column among its keys would be rebuilt
+ * with the encrypted type's default operator class, which keeps plaintext
+ * order and is made only when asked for by name or for a constraint
+ * (ddl_guard.c): say so before anything is done, and what to do instead.
  */
 static void
 refuse_indexed_column(Oid relid, AttrNumber attnum, const char *colname, bool det)
@@ -851,8 +851,9 @@ refuse_indexed_column(Oid relid, AttrNumber attnum, const char *colname, bool de
 		if (!HeapTupleIsValid(tup))
 			continue;
 		idx = (Form_pg_index) GETSTRUCT(tup);
+		/* A constraint's index is rebuilt as such (ddl_guard.c allows it). */
 		for (int i = 0; i < idx->indnkeyatts; i++)
-			if (idx->indkey.values[i] == attnum)
+			if (idx->indkey.values[i] == attnum && !idx->indisunique && !idx->indisexclusion)
 				keyed = true;
 		ReleaseSysCache(tup);
 		if (keyed)

@@ -6,19 +6,21 @@
  *	  their key's active version (colcrypt.reencrypt), and checking that
  *	  every value opens (colcrypt.verify).
  *
- * Whose code runs.  Reading is done here, below the executor: a heap scan
+ * Whose code runs.  Counting (stale values, the values of a version
+ * before a destroy) and verifying read below the executor: a heap scan
  * under the statement's snapshot deforms each row and walks its encrypted
  * values (in arrays and composites too).  No planner, executor, row level
  * security policy or user function runs, so nothing a table's owner
  * planted runs with the caller's rights, and every row counts whatever the
- * policies say.  Writing goes through SPI, which runs what PostgreSQL runs
- * on an update (triggers, CHECK constraints, index expressions, domain
- * checks, policies): that runs as the table's owner, under
- * SECURITY_RESTRICTED_OPERATION, with search_path = pg_catalog, pg_temp and
- * row_security off, in a GUC nest level of its own: as VACUUM, ANALYZE,
- * CLUSTER, REINDEX and REFRESH MATERIALIZED VIEW run user code
- * (CVE-2022-1552).  The cryptography runs here, between the two, with the
- * caller's key privileges; no user code sees a plaintext.
+ * policies say.  Rewriting goes through SPI, which runs what PostgreSQL
+ * runs on SELECT ... FOR UPDATE and UPDATE (triggers, CHECK constraints,
+ * index expressions, domain checks, policies): that runs as the table's
+ * owner, under SECURITY_RESTRICTED_OPERATION, with search_path =
+ * pg_catalog, pg_temp and row_security off, in a GUC nest level of its
+ * own: as VACUUM, ANALYZE, CLUSTER, REINDEX and REFRESH MATERIALIZED VIEW
+ * run user code (CVE-2022-1552).  The cryptography runs here, between the
+ * locking and the update, with the caller's key privileges; no user code
+ * sees a plaintext.
  *
  * Values that do not open.  A value that fails authentication (forged,
  * altered) or does not parse cannot be re-encrypted.  reencrypt leaves it
@@ -236,12 +238,9 @@ encrypted_attributes(Relation rel)
  */
 typedef bool (*RowFn) (void *arg, Relation rel, List *atts, TupleTableSlot *slot);
 
-/*
- * Scan a table (the block range [from, to) if to > 0) under the active
- * snapshot, below the executor.
- */
+/* Scan a table under the active snapshot, below the executor. */
 static void
-scan_table(Relation rel, BlockNumber from, BlockNumber to, RowFn fn, void *arg)
+scan_table(Relation rel, RowFn fn, void *arg)
 {
 	List	   *atts = encrypted_attributes(rel);
 	TupleTableSlot *slot;
@@ -256,24 +255,13 @@ scan_table(Relation rel, BlockNumber from, BlockNumber to, RowFn fn, void *arg)
 	slot = table_slot_create(rel, NULL);
 	rowcxt = AllocSetContextCreate(CurrentMemoryContext, "colcrypt value scan",
 								   ALLOCSET_DEFAULT_SIZES);
-	if (to > 0)
-	{
-		ItemPointerData mintid,
-					maxtid;
-
-		ItemPointerSet(&mintid, from, 1);
-		ItemPointerSet(&maxtid, to - 1, MaxOffsetNumber);
-		scan = table_beginscan_tidrange(rel, snapshot, &mintid, &maxtid);
-	}
-	else
-		scan = table_beginscan(rel, snapshot, 0, NULL);
+	scan = table_beginscan(rel, snapshot, 0, NULL);
 	for (;;)
 	{
 		bool		more;
 
 		CHECK_FOR_INTERRUPTS();
-		if (to > 0 ? !table_scan_getnextslot_tidrange(scan, ForwardScanDirection, slot) :
-			!table_scan_getnextslot(scan, ForwardScanDirection, slot))
+		if (!table_scan_getnextslot(scan, ForwardScanDirection, slot))
 			break;
 		slot_getallattrs(slot);
 		old = MemoryContextSwitchTo(rowcxt);
@@ -373,10 +361,8 @@ value_is_stale(struct varlena *v)
 
 typedef struct StaleScan
 {
-	bool		found;			/* in the current row */
+	bool		found;			/* in the current row (value) */
 	int64		rows;			/* rows with a stale value */
-	List	   *tids;			/* when collecting: their ctids */
-	bool		collect;
 } StaleScan;
 
 static void
@@ -409,18 +395,7 @@ stale_row(void *arg, Relation rel, List *atts, TupleTableSlot *slot)
 			break;
 	}
 	if (s->found)
-	{
 		s->rows++;
-		if (s->collect)
-		{
-			MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
-			ItemPointer tid = palloc(sizeof(ItemPointerData));
-
-			ItemPointerCopy(&slot->tts_tid, tid);
-			s->tids = lappend(s->tids, tid);
-			MemoryContextSwitchTo(old);
-		}
-	}
 	return true;
 }
 
@@ -611,7 +586,7 @@ colcrypt_reencrypt_count(PG_FUNCTION_ARGS)
 	}
 	if (start)
 		progress_set(relid, "counting", 0, 0);
-	scan_table(rel, 0, 0, stale_row, &s);
+	scan_table(rel, stale_row, &s);
 	table_close(rel, AccessShareLock);
 	PG_RETURN_INT64(s.rows);
 }
@@ -674,6 +649,55 @@ reencrypt_value(void *arg, struct varlena *value, struct varlena **replacement)
 	pfree(pt);
 }
 
+/*
+ * The rows a batch computed, while its update runs: (ctid, new value of
+ * each encrypted column).  Served by _reencrypt_rows to that update only.
+ */
+static struct
+{
+	bool		active;
+	Oid			relid;
+	int			natts;
+	int			nrows;
+	Datum	  **rows;			/* [0]: the ctid, then the columns */
+	char	  **nulls;			/* ' ' or 'n', likewise */
+}			staged;
+
+PG_FUNCTION_INFO_V1(colcrypt_reencrypt_rows);
+
+/*
+ * _reencrypt_rows(tbl): the rows the running batch of tbl is writing.
+ * Ciphertexts only, and nothing outside that batch's own update.
+ */
+Datum
+colcrypt_reencrypt_rows(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum	   *values;
+	bool	   *nulls;
+
+	if (!staged.active || staged.relid != PG_GETARG_OID(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("colcrypt._reencrypt_rows is internal to colcrypt.reencrypt")));
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (rsinfo->setDesc->natts != staged.natts + 1)
+		elog(ERROR, "colcrypt._reencrypt_rows called with %d columns, not %d",
+			 rsinfo->setDesc->natts, staged.natts + 1);
+	values = palloc(sizeof(Datum) * (staged.natts + 1));
+	nulls = palloc(sizeof(bool) * (staged.natts + 1));
+	for (int r = 0; r < staged.nrows; r++)
+	{
+		for (int i = 0; i <= staged.natts; i++)
+		{
+			values[i] = staged.rows[r][i];
+			nulls[i] = staged.nulls[r][i] == 'n';
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
 PG_FUNCTION_INFO_V1(colcrypt_reencrypt_batch);
 
 /*
@@ -695,15 +719,12 @@ colcrypt_reencrypt_batch(PG_FUNCTION_ARGS)
 	bool		replica = superuser();
 	Relation	rel;
 	List	   *atts;
-	StaleScan	s = {0};
 	ColcryptOwnerContext owner;
 	StringInfoData sql;
 	ListCell   *lc;
 	int			natts;
-	Oid		   *argtypes;
-	SPIPlanPtr	update = NULL;
 	int64		rewritten = 0;
-	Datum		tidarray;
+	Datum		range[2];
 	SPITupleTable *locked;
 	uint64		nlocked;
 	Datum	  **rows;
@@ -717,73 +738,81 @@ colcrypt_reencrypt_batch(PG_FUNCTION_ARGS)
 	if (first < 0 || nblocks < 1)
 		PG_RETURN_INT64(0);
 
-	/* The rows with stale values, by a scan that runs no user code. */
+	/*
+	 * Lock the rows of the block range that hold stale values and read
+	 * their latest versions, as the table's owner.  The range is scanned
+	 * at lock time, so a row an application updated meanwhile (in place,
+	 * HOT) is found in its new version rather than skipped.
+	 */
 	rel = table_open(relid, AccessShareLock);
 	atts = encrypted_attributes(rel);
-	s.collect = true;
-	scan_table(rel, (BlockNumber) first, (BlockNumber) Min(first + nblocks, (int64) MaxBlockNumber),
-			   stale_row, &s);
 	natts = list_length(atts);
-	if (s.tids == NIL)
+	if (natts == 0)
 	{
 		table_close(rel, AccessShareLock);
-		progress_set(relid, phase, total, done);
 		PG_RETURN_INT64(0);
 	}
-	{
-		Datum	   *elems = palloc(sizeof(Datum) * list_length(s.tids));
-		int			i = 0;
-
-		foreach(lc, s.tids)
-			elems[i++] = PointerGetDatum((ItemPointer) lfirst(lc));
-		tidarray = PointerGetDatum(construct_array(elems, i, TIDOID, sizeof(ItemPointerData),
-												   false, TYPALIGN_SHORT));
-	}
-
-	/* Lock them and read their latest versions, as the table's owner. */
 	initStringInfo(&sql);
 	appendStringInfoString(&sql, "SELECT ctid");
 	foreach(lc, atts)
 		appendStringInfo(&sql, ", %s",
 						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), lfirst_int(lc) - 1)->attname)));
-	appendStringInfo(&sql, " FROM ONLY %s.%s WHERE ctid = ANY($1) FOR UPDATE SKIP LOCKED",
-					 quote_identifier(get_namespace_name(RelationGetNamespace(rel))),
-					 quote_identifier(RelationGetRelationName(rel)));
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	ColcryptBecomeTableOwner(relid, replica, &owner);
-	{
-		Oid			tidarr = TIDARRAYOID;
-
-		if (SPI_execute_with_args(sql.data, 1, &tidarr, &tidarray, NULL, false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "could not lock the rows of %s", RelationGetRelationName(rel));
-	}
-	ColcryptRestoreUser(&owner);
-	locked = SPI_tuptable;
-	nlocked = SPI_processed;
-
-	/* The update, prepared once per batch. */
-	argtypes = palloc(sizeof(Oid) * (natts + 1));
-	argtypes[0] = TIDOID;
-	resetStringInfo(&sql);
-	appendStringInfo(&sql, "UPDATE ONLY %s.%s SET ",
+	appendStringInfo(&sql, " FROM ONLY %s.%s WHERE ctid >= $1 AND ctid < $2 AND (",
 					 quote_identifier(get_namespace_name(RelationGetNamespace(rel))),
 					 quote_identifier(RelationGetRelationName(rel)));
 	{
 		int			i = 0;
 
 		foreach(lc, atts)
+			appendStringInfo(&sql, "%scolcrypt._stale(%s)", i++ > 0 ? " OR " : "",
+							 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), lfirst_int(lc) - 1)->attname)));
+	}
+	appendStringInfoString(&sql, ") FOR UPDATE SKIP LOCKED");
+	range[0] = PointerGetDatum(palloc(sizeof(ItemPointerData)));
+	range[1] = PointerGetDatum(palloc(sizeof(ItemPointerData)));
+	ItemPointerSet((ItemPointer) DatumGetPointer(range[0]), (BlockNumber) first, 0);
+	ItemPointerSet((ItemPointer) DatumGetPointer(range[1]),
+				   (BlockNumber) Min(first + nblocks, (int64) MaxBlockNumber), 0);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ColcryptBecomeTableOwner(relid, replica, &owner);
+	{
+		Oid			tids[2] = {TIDOID, TIDOID};
+
+		if (SPI_execute_with_args(sql.data, 2, tids, range, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not lock the rows of %s", RelationGetRelationName(rel));
+	}
+	ColcryptRestoreUser(&owner);
+	locked = SPI_tuptable;
+	nlocked = SPI_processed;
+
+	/*
+	 * The update, one statement per batch: the new values come from
+	 * _reencrypt_rows, which serves the rows computed below to this
+	 * backend's own update and to nothing else.
+	 */
+	resetStringInfo(&sql);
+	appendStringInfo(&sql, "UPDATE ONLY %s.%s t SET ",
+					 quote_identifier(get_namespace_name(RelationGetNamespace(rel))),
+					 quote_identifier(RelationGetRelationName(rel)));
+	{
+		StringInfoData cols;
+		int			i = 0;
+
+		initStringInfo(&cols);
+		foreach(lc, atts)
 		{
 			Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), lfirst_int(lc) - 1);
 
-			argtypes[i + 1] = att->atttypid;
-			appendStringInfo(&sql, "%s%s = $%d", i > 0 ? ", " : "",
-							 quote_identifier(NameStr(att->attname)), i + 2);
+			appendStringInfo(&sql, "%s%s = r.c%d", i > 0 ? ", " : "",
+							 quote_identifier(NameStr(att->attname)), i + 1);
+			appendStringInfo(&cols, ", c%d %s", i + 1, format_type_be_qualified(att->atttypid));
 			i++;
 		}
+		appendStringInfo(&sql, " FROM colcrypt._reencrypt_rows($1) AS r(row_ctid tid%s)"
+						 " WHERE t.ctid = r.row_ctid", cols.data);
 	}
-	appendStringInfoString(&sql, " WHERE ctid = $1");
 
 	/* The new values, computed here with the caller's key privileges... */
 	rows = palloc(sizeof(Datum *) * Max(nlocked, 1));
@@ -830,19 +859,28 @@ colcrypt_reencrypt_batch(PG_FUNCTION_ARGS)
 	/* ...and written as the table's owner, whose code the update runs. */
 	if (nchanged > 0)
 	{
+		Oid			argtype = REGCLASSOID;
+		Datum		arg = ObjectIdGetDatum(relid);
+
+		staged.relid = relid;
+		staged.natts = natts;
+		staged.nrows = nchanged;
+		staged.rows = rows;
+		staged.nulls = rownulls;
+		staged.active = true;
 		ColcryptBecomeTableOwner(relid, replica, &owner);
-		update = SPI_prepare(sql.data, natts + 1, argtypes);
-		if (update == NULL)
-			elog(ERROR, "could not prepare the update of %s: %s",
-				 RelationGetRelationName(rel), SPI_result_code_string(SPI_result));
-		for (int r = 0; r < nchanged; r++)
+		PG_TRY();
 		{
-			CHECK_FOR_INTERRUPTS();
-			if (SPI_execute_plan(update, rows[r], rownulls[r], false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not update a row of %s", RelationGetRelationName(rel));
-			rewritten += SPI_processed;
+			if (SPI_execute_with_args(sql.data, 1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not update the rows of %s", RelationGetRelationName(rel));
 		}
+		PG_FINALLY();
+		{
+			staged.active = false;
+		}
+		PG_END_TRY();
 		ColcryptRestoreUser(&owner);
+		rewritten = SPI_processed;
 	}
 	SPI_finish();
 	table_close(rel, AccessShareLock);
@@ -1003,7 +1041,7 @@ colcrypt_version_usage(PG_FUNCTION_ARGS)
 		uc.u = &u;
 		uc.counts = palloc0(sizeof(int64) * RelationGetDescr(rel)->natts);
 		u.n = 0;
-		scan_table(rel, 0, 0, usage_row, &uc);
+		scan_table(rel, usage_row, &uc);
 		foreach(ac, atts)
 		{
 			int			i = lfirst_int(ac) - 1;
@@ -1161,7 +1199,7 @@ colcrypt_verify_table(PG_FUNCTION_ARGS)
 	vs.rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	vs.relid = relid;
 	rel = table_open(relid, AccessShareLock);
-	scan_table(rel, 0, 0, verify_row, &vs);
+	scan_table(rel, verify_row, &vs);
 	table_close(rel, AccessShareLock);
 	return (Datum) 0;
 }
@@ -1204,6 +1242,30 @@ colcrypt_key_id_of(PG_FUNCTION_ARGS)
 
 	envelope_arg(fcinfo, &env);
 	PG_RETURN_INT32((int32) env.key_id);
+}
+
+PG_FUNCTION_INFO_V1(colcrypt_stale);
+
+/*
+ * _stale(value): whether a value (or one inside an array or composite) is
+ * under a version of its key other than the active one that still
+ * decrypts, and not found unopenable earlier in this backend's reencrypt.
+ * What colcrypt.inspect() shows anyone, so it is PUBLIC: reencrypt's
+ * updates, run as the table's owner, call it.
+ */
+Datum
+colcrypt_stale(PG_FUNCTION_ARGS)
+{
+	Oid			argtype = get_fn_expr_argtype(fcinfo->flinfo, 0);
+	StaleScan	s = {0};
+	bool		changed = false;
+
+	if (!OidIsValid(argtype) || !ColcryptTypeHoldsEncrypted(argtype))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("argument must hold encrypted values")));
+	(void) walk_value(argtype, PG_GETARG_DATUM(0), stale_value, &s, &changed, 0);
+	PG_RETURN_BOOL(s.found);
 }
 
 PG_FUNCTION_INFO_V1(colcrypt_holds_encrypted);

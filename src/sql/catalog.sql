@@ -186,7 +186,8 @@ COMMENT ON VIEW colcrypt.reencrypt_progress IS 'One row per running colcrypt.ree
 
 -- The steps of colcrypt.reencrypt (reencrypt.c).  A procedure that commits
 -- runs with its caller's rights, so these are callable by whoever may call
--- it; each checks that the caller owns the table.  They read the table
+-- it; each checks that the caller owns the table (_reencrypt_rows, which
+-- the update run as the table's owner reads, serves only that update).  They read the table
 -- below the executor (no user code runs) and run the update as the
 -- table's owner under SECURITY_RESTRICTED_OPERATION.
 CREATE FUNCTION colcrypt._reencrypt_count(tbl regclass, start boolean) RETURNS bigint
@@ -194,6 +195,10 @@ CREATE FUNCTION colcrypt._reencrypt_count(tbl regclass, start boolean) RETURNS b
 CREATE FUNCTION colcrypt._reencrypt_batch(tbl regclass, first_block bigint, blocks bigint,
         phase text, total bigint, done bigint) RETURNS bigint
     AS 'MODULE_PATHNAME', 'colcrypt_reencrypt_batch' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION colcrypt._stale(anyelement) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'colcrypt_stale' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+CREATE FUNCTION colcrypt._reencrypt_rows(tbl regclass) RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'colcrypt_reencrypt_rows' LANGUAGE C VOLATILE STRICT ROWS 1000;
 CREATE FUNCTION colcrypt._reencrypt_finish(tbl regclass, label text) RETURNS integer
     AS 'MODULE_PATHNAME', 'colcrypt_reencrypt_finish' LANGUAGE C VOLATILE STRICT;
 

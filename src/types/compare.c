@@ -160,20 +160,18 @@ get_cache(FunctionCallInfo fcinfo)
 }
 
 /*
- * Refuse (42501) unless the role calling now may decrypt the key of an
- * encrypted argument (inside a foreign key check, the role it runs for
- * too).  Called before anything about the value is answered; v NULL
- * (a plain argument) needs nothing.
+ * Parse an encrypted argument's envelope and refuse (42501) unless the
+ * role calling now may decrypt its key (inside a foreign key check, the
+ * role it runs for too).  Called before anything about the value is
+ * answered; v NULL (a plain argument) needs nothing.
  */
 static void
-check_decrypt(struct varlena *v)
+check_decrypt(struct varlena *v, cc_envelope *env)
 {
-	cc_envelope env;
-
 	if (v == NULL)
 		return;
-	parse_datum(v, &env);
-	ColcryptCheckKeyPrivilege(env.key_id, COLCRYPT_PRIV_DECRYPT);
+	parse_datum(v, env);
+	ColcryptCheckKeyPrivilege(env->key_id, COLCRYPT_PRIV_DECRYPT);
 }
 
 static bool
@@ -305,7 +303,8 @@ cached_siv(CmpCache *c, const ColcryptTypeDesc *t, uint32 key_id, uint32 version
  */
 static bool
 fast_equality(CmpCache *c, const ColcryptTypeDesc *t, Oid coll, bool eq_only,
-			  Datum da, struct varlena *a, Datum db, struct varlena *b,
+			  Datum da, struct varlena *a, const cc_envelope *pa,
+			  Datum db, struct varlena *b, const cc_envelope *pb_env,
 			  Datum plain, bool *equal)
 {
 	cc_envelope ea,
@@ -315,9 +314,9 @@ fast_equality(CmpCache *c, const ColcryptTypeDesc *t, Oid coll, bool eq_only,
 	PlainBytes	pb;
 
 	if (a != NULL)
-		parse_datum(a, &ea);
+		ea = *pa;
 	if (b != NULL)
-		parse_datum(b, &eb);
+		eb = *pb_env;
 
 	/* Identical bytes: identical plaintexts, any kind, any type semantics. */
 	if (a != NULL && b != NULL && same_bytes(a, b))
@@ -373,9 +372,8 @@ fast_equality(CmpCache *c, const ColcryptTypeDesc *t, Oid coll, bool eq_only,
 static bool
 in_analyze(void)
 {
-	if (MyBEEntry != NULL && pgstat_track_activities &&
-		MyBEEntry->st_progress_command == PROGRESS_COMMAND_ANALYZE)
-		return true;
+	if (MyBEEntry != NULL && pgstat_track_activities)
+		return MyBEEntry->st_progress_command == PROGRESS_COMMAND_ANALYZE;
 	for (MemoryContext m = CurrentMemoryContext; m != NULL; m = m->parent)
 		if (m->name[0] == 'A' && strcmp(m->name, "Analyze") == 0)
 			return true;
@@ -407,15 +405,17 @@ enc_op(FunctionCallInfo fcinfo, int code, CmpSides sides, CmpOp op)
 	Datum		pb = sides == SIDES_EP ? PG_GETARG_DATUM(1) : (Datum) 0;
 	bool		equal;
 	int			cmp;
+	cc_envelope ea,
+				eb;
 
 	if (sides == SIDES_EE && in_analyze())
 		cmp = bytes_compare(a, b);
 	else
 	{
-		check_decrypt(a);
-		check_decrypt(b);
+		check_decrypt(a, &ea);
+		check_decrypt(b, &eb);
 		if (fast_equality(c, t, coll, op == OP_EQ || op == OP_NE,
-						  PG_GETARG_DATUM(0), a, PG_GETARG_DATUM(1), b,
+						  PG_GETARG_DATUM(0), a, &ea, PG_GETARG_DATUM(1), b, &eb,
 						  sides == SIDES_PE ? pa : pb, &equal))
 			cmp = equal ? 0 : 1;
 		else

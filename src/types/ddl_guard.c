@@ -274,14 +274,16 @@ check_catalog_trees(Oid catalog, Oid index, AttrNumber key1, Oid value1,
 /*
  * The key columns of a new index on encrypted values.  Allowed: a btree
  * with colcrypt.encrypted_<type>_det_ops on a deterministic column
- * (ciphertext order), and, as an explicit opt-in, a btree with
- * colcrypt.encrypted_<type>_ord_ops (plaintext order: a WARNING says what
- * it reveals).  Refused: the default btree class (an index in plaintext
- * order made without asking for one: UNIQUE and PRIMARY KEY constraints,
- * CREATE INDEX without a class), hash indexes (hash codes keyed per
- * server start), and any index whose key holds encrypted values inside an
- * array, composite, range or domain over one (their operator classes
- * order or hash the plaintexts).  INCLUDE columns are stored, not ordered.
+ * (ciphertext order); in plaintext order (a WARNING says what that
+ * reveals), a btree with colcrypt.encrypted_<type>_ord_ops, the explicit
+ * opt-in, and the indexes of UNIQUE, PRIMARY KEY and EXCLUDE constraints
+ * (and CREATE UNIQUE INDEX), which can only have the default class and
+ * are asked for by the constraint.  Refused: a non-unique index with the
+ * default btree class (CREATE INDEX without a class: plaintext order
+ * nobody asked for), hash indexes (hash codes keyed per server start),
+ * and any index whose key holds encrypted values inside an array,
+ * composite, range or domain over one (their operator classes order or
+ * hash the plaintexts).  INCLUDE columns are stored, not ordered.
  */
 static void
 check_index_opclasses(Oid indexoid)
@@ -352,15 +354,16 @@ check_index_opclasses(Oid indexoid)
 								 errdetail("Column \"%s\" is encrypted with randomized encryption, whose ciphertexts no lookup can find.",
 										   colname ? colname : "?")));
 				}
-				else if (opc->opcmethod == BTREE_AM_OID && !det_ops && !ord_ops)
+				else if (opc->opcmethod == BTREE_AM_OID && !det_ops && !ord_ops &&
+						 !idx->indisunique && !idx->indisexclusion)
 					ereport(ERROR,
 							(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 							 errmsg("index \"%s\" would keep encrypted values in plaintext order", iname),
-							 errdetail("An index with the default operator class of %s orders plaintexts: whoever reads its files learns the order of the values%s%s%s. It is made only when asked for by name.",
+							 errdetail("An index with the default operator class of %s orders plaintexts: whoever reads its files learns the order of the values%s%s%s. It is made only when asked for by name, or for a constraint.",
 									   tname, colname ? " of column \"" : "", colname ? colname : "", colname ? "\"" : ""),
 							 errhint("For equality lookups and uniqueness on a deterministic column, use the operator class colcrypt.%s_det_ops; to accept the plaintext order, name colcrypt.%s_ord_ops (CREATE [UNIQUE] INDEX ... (col colcrypt.%s_ord_ops)).",
 									 tname, tname, tname)));
-				else if (ord_ops)
+				else if (opc->opcmethod == BTREE_AM_OID && !det_ops)
 					ereport(WARNING,
 							(errmsg("index \"%s\" keeps encrypted values in plaintext order", iname),
 							 errdetail("Whoever can read the index files learns the order of the values%s%s%s; scanning it needs the decrypt privilege, and every index access decrypts.",

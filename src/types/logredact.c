@@ -83,6 +83,12 @@ ColcryptNoteForeignPlaintext(void)
 	foreign_decrypts++;
 }
 
+uint64
+ColcryptForeignDecrypts(void)
+{
+	return foreign_decrypts;
+}
+
 static void
 redact_emit_log_hook(ErrorData *edata)
 {
