@@ -41,7 +41,6 @@
 #include "utils/syscache.h"
 
 #include "colcrypt/batch.h"
-#include "colcrypt/catalog.h"
 #include "colcrypt/keys.h"
 #include "colcrypt/types.h"
 
@@ -209,11 +208,7 @@ guard_executor_run(QueryDesc *queryDesc, ScanDirection direction, uint64 count,
 				   bool execute_once)
 {
 	if (queryDesc->planstate != NULL && ColcryptTypesInstalled())
-	{
-		/* Grants and revokes committed meanwhile count from here on. */
-		ColcryptCatalogCheckFreshness();
 		check_plan_node(queryDesc->planstate, NULL);
-	}
 
 	ColcryptAskerPush();
 	PG_TRY();

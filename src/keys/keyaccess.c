@@ -59,6 +59,7 @@
 #include "colcrypt/provider.h"
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "storage/sinval.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -509,10 +510,10 @@ ColcryptNoteDecrypt(uint32 key_id)
 /*
  * The last decrypt check that passed, for the check made for every value
  * handed out: valid while the role, the session's role, the metadata
- * generation and the roles are the same, and the metadata is not known to
- * be stale.  A change another backend commits is noticed when the catalog
- * is next checked for freshness: at every ExecutorRun (each statement and
- * each FETCH; execguard.c), and at every key lookup.
+ * generation, the roles and the shared catalog epoch are the same, and the
+ * metadata is not known to be stale.  So a grant or revoke, committed here
+ * or in any other backend, counts from the next value on, as a full check
+ * would.
  */
 static struct
 {
@@ -523,25 +524,44 @@ static struct
 	Oid			outer;
 	uint64		generation;
 	uint64		roles;
+	uint64		epoch;
 }			last_decrypt;
+
+/* Whether the last passed decrypt check answers this one too. */
+static bool
+last_decrypt_holds(uint32 key_id)
+{
+	uint64		epoch;
+
+	if (!last_decrypt.valid || last_decrypt.key_id != key_id ||
+		last_decrypt.role != GetUserId() || last_decrypt.outer != GetOuterUserId() ||
+		last_decrypt.generation != ColcryptMetaGeneration() ||
+		last_decrypt.roles != roles_generation || ColcryptMetaIsStale() ||
+		InNoForceRLSOperation())
+		return false;
+	/* As ColcryptCatalogCheckFreshness reads it: a change is seen. */
+	pg_read_barrier();
+	epoch = ColcryptCatalogEpoch();
+	return epoch == last_decrypt.epoch && ColcryptCatalogEpochSettled(epoch);
+}
 
 void
 ColcryptCheckKeyPrivilege(uint32 key_id, int priv)
 {
+	uint64		epoch;
+
 	/* A transit value holds what the session itself typed. */
 	if (key_id == CC_TRANSIT_KEY_ID)
 		return;
-	if (priv == COLCRYPT_PRIV_DECRYPT && last_decrypt.valid &&
-		last_decrypt.key_id == key_id && last_decrypt.role == GetUserId() &&
-		last_decrypt.outer == GetOuterUserId() &&
-		last_decrypt.generation == ColcryptMetaGeneration() &&
-		last_decrypt.roles == roles_generation && !ColcryptMetaIsStale() &&
-		!InNoForceRLSOperation())
+	if (priv == COLCRYPT_PRIV_DECRYPT && last_decrypt_holds(key_id))
 	{
 		if (last_decrypt.foreign)
 			ColcryptNoteForeignPlaintext();
 		return;
 	}
+	/* Read before the check: a change committed meanwhile moves it. */
+	pg_read_barrier();
+	epoch = ColcryptCatalogEpoch();
 	if (ColcryptHasKeyPrivilege(key_id, priv))
 	{
 		if (priv & COLCRYPT_PRIV_DECRYPT)
@@ -549,13 +569,14 @@ ColcryptCheckKeyPrivilege(uint32 key_id, int priv)
 			uint64		before = ColcryptForeignDecrypts();
 
 			ColcryptNoteDecrypt(key_id);
-			if (!InNoForceRLSOperation())
+			if (!InNoForceRLSOperation() && ColcryptCatalogEpochSettled(epoch))
 			{
 				last_decrypt.key_id = key_id;
 				last_decrypt.role = GetUserId();
 				last_decrypt.outer = GetOuterUserId();
 				last_decrypt.generation = ColcryptMetaGeneration();
 				last_decrypt.roles = roles_generation;
+				last_decrypt.epoch = epoch;
 				last_decrypt.foreign = ColcryptForeignDecrypts() != before;
 				last_decrypt.valid = true;
 			}
