@@ -293,6 +293,8 @@ END
 $reencrypt$;
 COMMENT ON PROCEDURE colcrypt.reencrypt(regclass, integer) IS 'Rewrite every value of a table (and of its partitions or children) that is not under its key''s active version, in batches that each commit; safe beside concurrent reads and writes, resumable; values that do not open are left as they are and reported';
 
+CREATE FUNCTION colcrypt._holds_encrypted(oid) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'colcrypt_holds_encrypted' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 -- The tables at and below tbl (partitions, inheritance children) that have
 -- a column able to hold encrypted values, ordered by name.
 CREATE FUNCTION colcrypt._tables_below(tbl regclass) RETURNS oid[]
@@ -309,8 +311,6 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $below$
                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
                       AND colcrypt._holds_encrypted(a.atttypid))
 $below$;
-CREATE FUNCTION colcrypt._holds_encrypted(oid) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'colcrypt_holds_encrypted' LANGUAGE C STABLE STRICT PARALLEL SAFE;
 
 -- Every value of a table (and its partitions or children) that does not
 -- open: forged or altered, malformed, under a missing or destroyed key
