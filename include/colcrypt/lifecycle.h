@@ -44,6 +44,9 @@ typedef struct ColcryptOwnerContext
 } ColcryptOwnerContext;
 
 extern void ColcryptBecomeTableOwner(Oid relid, bool replica, ColcryptOwnerContext *ctx);
+
+/* The owner of a relation. */
+extern Oid	ColcryptTableOwner(Oid relid);
 extern void ColcryptRestoreUser(ColcryptOwnerContext *ctx);
 
 #endif							/* COLCRYPT_LIFECYCLE_H */

@@ -32,7 +32,6 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "colcrypt/audit.h"
@@ -926,14 +925,7 @@ encrypt_column_body(FunctionCallInfo fcinfo)
 				 errhint("Encrypted types hold text, bytea, int4, int8, numeric, float8, date, timestamptz and jsonb.")));
 	if (!pg_class_ownercheck(relid, GetUserId()))
 		aclcheck_error(ACLCHECK_NOT_OWNER, get_relkind_objtype(get_rel_relkind(relid)), get_rel_name(relid));
-	{
-		HeapTuple	ctup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-
-		if (!HeapTupleIsValid(ctup))
-			elog(ERROR, "cache lookup failed for relation %u", relid);
-		table_owner = ((Form_pg_class) GETSTRUCT(ctup))->relowner;
-		ReleaseSysCache(ctup);
-	}
+	table_owner = ColcryptTableOwner(relid);
 	/* The lock ALTER TABLE takes anyway, now, so the count below is exact. */
 	LockRelationOid(relid, AccessExclusiveLock);
 

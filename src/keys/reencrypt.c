@@ -75,8 +75,8 @@
  * ----------------------------------------------------------------------
  */
 
-void
-ColcryptBecomeTableOwner(Oid relid, bool replica, ColcryptOwnerContext *ctx)
+Oid
+ColcryptTableOwner(Oid relid)
 {
 	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
 	Oid			owner;
@@ -85,6 +85,13 @@ ColcryptBecomeTableOwner(Oid relid, bool replica, ColcryptOwnerContext *ctx)
 		elog(ERROR, "cache lookup failed for relation %u", relid);
 	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
 	ReleaseSysCache(tup);
+	return owner;
+}
+
+void
+ColcryptBecomeTableOwner(Oid relid, bool replica, ColcryptOwnerContext *ctx)
+{
+	Oid			owner = ColcryptTableOwner(relid);
 
 	GetUserIdAndSecContext(&ctx->save_userid, &ctx->save_sec_context);
 	SetUserIdAndSecContext(owner, ctx->save_sec_context | SECURITY_RESTRICTED_OPERATION);
@@ -596,7 +603,6 @@ typedef struct Rewrite
 	Oid			relid;
 	AttrNumber	attnum;
 	ItemPointerData tid;
-	int			failed;			/* values that did not open, this row */
 } Rewrite;
 
 static void
@@ -614,7 +620,6 @@ note_bad(Rewrite *rw, struct varlena *value, const cc_envelope *env, const char 
 	strlcpy(b->problem, problem, sizeof(b->problem));
 	bad_values = lappend(bad_values, b);
 	MemoryContextSwitchTo(old);
-	rw->failed++;
 }
 
 /* The value under its key's active version, same kind; unchanged if fresh. */
@@ -832,7 +837,6 @@ colcrypt_reencrypt_batch(PG_FUNCTION_ARGS)
 		nulls[0] = ' ';
 		rw.relid = relid;
 		ItemPointerCopy((ItemPointer) DatumGetPointer(values[0]), &rw.tid);
-		rw.failed = 0;
 		foreach(lc, atts)
 		{
 			Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), lfirst_int(lc) - 1);
@@ -961,7 +965,6 @@ usage_value(void *arg, struct varlena *value, struct varlena **replacement)
 typedef struct UsageCol
 {
 	UsageScan  *u;
-	int			idx;			/* attribute index being walked */
 	int64	   *counts;			/* per attribute */
 } UsageCol;
 

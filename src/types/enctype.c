@@ -344,29 +344,15 @@ try_open_envelope(const cc_envelope *env, size_t *len, cc_status *status)
 uint8 *
 open_envelope(const cc_envelope *env, size_t *len)
 {
-	ColcryptDek *d = ColcryptDekForDecrypt(env->key_id, env->key_version);
-	uint8	   *out = palloc(env->ctlen + 1);
-	cc_aead_item it;
-	size_t		failed;
+	cc_status	status;
+	uint8	   *out = try_open_envelope(env, len, &status);
 
-	it.nonce = env->nonce;
-	it.aad = env->header;
-	it.aadlen = CC_ENV_HEADER_LEN;
-	it.in = env->ct;
-	it.inlen = env->ctlen;
-	it.out = out;
-	it.tag = (uint8 *) env->tag;
-	if (env->alg == CC_ALG_AES256_GCM)
-		failed = cc_gcm_open_batch(d->gcm, &it, 1);
-	else
-		failed = cc_siv_open_batch(d->siv, &it, 1);
-	if (failed)
+	if (out == NULL)
 		ereport(ERROR,
-				(errcode(it.status == CC_ERR_AUTH ? ERRCODE_DATA_CORRUPTED : ERRCODE_INTERNAL_ERROR),
+				(errcode(status == CC_ERR_AUTH ? ERRCODE_DATA_CORRUPTED : ERRCODE_INTERNAL_ERROR),
 				 errmsg("encrypted value failed authentication"),
 				 errdetail("The ciphertext under data key \"%s\" version %u was altered or truncated.",
 						   key_label(env->key_id), env->key_version)));
-	*len = env->ctlen;
 	return out;
 }
 
