@@ -18,6 +18,7 @@ SRCS = src/colcrypt.c \
 	$(CRYPTO_SRCS) \
 	src/keys/keycache.c src/keys/catalog.c src/keys/keyaccess.c \
 	src/keys/keymgmt.c src/keys/lifecycle.c src/keys/reencrypt.c src/keys/audit.c \
+	src/keys/objacl.c src/keys/roles.c \
 	src/providers/provider.c src/providers/provider_util.c src/providers/file.c src/providers/pkcs11.c \
 	src/providers/kmip.c src/providers/ttlv.c \
 	src/providers/http.c src/providers/json.c src/providers/sigv4.c \

@@ -8,6 +8,11 @@ CREATE ROLE cc_reader;
 CREATE ROLE cc_member IN ROLE cc_app;
 GRANT USAGE ON SCHEMA colcrypt TO cc_owner;
 GRANT EXECUTE ON FUNCTION colcrypt.create_key(text, text) TO cc_owner;
+-- EXECUTE is not enough: creating a data key needs usage on its master key.
+SET ROLE cc_owner;
+SELECT colcrypt.create_key('owned', 'cmk');
+RESET ROLE;
+SELECT colcrypt.grant_master_key('cmk', 'cc_owner');
 
 -- A key created by cc_owner belongs to it.
 SET ROLE cc_owner;

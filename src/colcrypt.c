@@ -14,6 +14,7 @@
 #include "colcrypt/colcrypt.h"
 
 #include "colcrypt/batch.h"
+#include "colcrypt/keys.h"
 #include "colcrypt/lifecycle.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -127,6 +128,7 @@ _PG_init(void)
 
 	ColcryptKeyCacheInit();
 	ColcryptKeyAccessInit();
+	ColcryptRolesInit();
 	ColcryptDdlGuardInit();
 	ColcryptLogRedactInit();
 	ColcryptBatchScanInit();

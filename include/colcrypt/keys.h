@@ -85,4 +85,17 @@ extern void ColcryptDekForget(uint32 key_id, int64 version);
 extern char *ColcryptGenerateWrappedDek(const char *master_key, uint32 key_id,
 										uint32 version, StringInfo wrapped);
 
+/*
+ * Privileges on providers and master keys (objacl.c).  Each Check raises
+ * 42501 (42704 for a missing master key).
+ */
+extern void ColcryptCheckProviderAdmin(const char *action);
+extern bool ColcryptProviderUsable(Oid role, const char *provider);
+extern void ColcryptCheckProviderUsage(const char *provider);
+extern void ColcryptCheckMasterKeyOwner(const char *name, const char *action);
+extern void ColcryptCheckMasterKeyUsage(const char *name);
+
+/* Roles named in the catalog: DROP ROLE, DROP OWNED, REASSIGN OWNED (roles.c). */
+extern void ColcryptRolesInit(void);
+
 #endif							/* COLCRYPT_KEYS_H */

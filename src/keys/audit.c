@@ -457,7 +457,8 @@ ColcryptAudited(FunctionCallInfo fcinfo, const char *action, const char *object_
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-		ColcryptAuditEvent(action, object_type, name, 0, "failed",
+		ColcryptAuditEvent(action, object_type, name, 0,
+						   edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE ? "denied" : "failed",
 						   psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), edata->message));
 		FreeErrorData(edata);
 		PG_RE_THROW();

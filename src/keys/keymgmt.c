@@ -153,6 +153,7 @@ add_provider_body(FunctionCallInfo fcinfo)
 	Datum		values[4];
 
 	ColcryptRequirePreload();
+	ColcryptCheckProviderAdmin("add key providers");
 	check_name(name, "provider");
 	ops = ColcryptProviderKindOrError(kind);
 	options = PG_ARGISNULL(2) ? DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")))
@@ -195,6 +196,7 @@ alter_provider_body(FunctionCallInfo fcinfo)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("provider options must not be null")));
+	ColcryptCheckProviderAdmin("alter key providers");
 	options = PG_GETARG_JSONB_P(1);
 	provider_must_exist(name, &row);
 	if (!JB_ROOT_IS_OBJECT(options))
@@ -223,6 +225,7 @@ drop_provider_body(FunctionCallInfo fcinfo)
 	bool		isnull;
 
 	ColcryptRequirePreload();
+	ColcryptCheckProviderAdmin("drop key providers");
 	provider_must_exist(name, &row);
 	exec1("SELECT string_agg(name, ', ' ORDER BY name) FROM colcrypt.master_key WHERE provider = $1",
 		  name, &d, &isnull);
@@ -232,6 +235,7 @@ drop_provider_body(FunctionCallInfo fcinfo)
 				 errmsg("key provider \"%s\" is used by master keys", name),
 				 errdetail("Master keys using it: %s.", TextDatumGetCString(d)),
 				 errhint("Move them to another provider with colcrypt.rotate_master_key(), or drop them first.")));
+	exec1("DELETE FROM colcrypt.provider_grant WHERE provider = $1", name, NULL, NULL);
 	exec1("DELETE FROM colcrypt.provider WHERE name = $1", name, NULL, NULL);
 	ColcryptProviderCloseAll();
 	ColcryptCatalogChanged();
@@ -263,6 +267,7 @@ colcrypt_check_provider(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 	provider_must_exist(name, &row);
+	ColcryptCheckProviderUsage(name);
 	initStringInfo(&detail);
 	start = GetCurrentTimestamp();
 	ok = ColcryptProviderHealth(name, row.kind, row.options, &detail, &err);
@@ -310,12 +315,13 @@ add_master_key_body(FunctionCallInfo fcinfo)
 	ProviderRow row;
 	bool		created;
 	char	   *actual_ref = NULL;
-	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
-	Datum		values[3];
+	Oid			types[4] = {TEXTOID, TEXTOID, TEXTOID, OIDOID};
+	Datum		values[4];
 
 	ColcryptRequirePreload();
 	check_name(name, "master key");
 	provider_must_exist(provider, &row);
+	ColcryptCheckProviderUsage(provider);
 	if (exists1("SELECT 1 FROM colcrypt.master_key WHERE name = $1", name))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -337,8 +343,10 @@ add_master_key_body(FunctionCallInfo fcinfo)
 	values[0] = CStringGetTextDatum(name);
 	values[1] = CStringGetTextDatum(provider);
 	values[2] = CStringGetTextDatum(key_ref);
-	ColcryptCatalogExec("INSERT INTO colcrypt.master_key (name, provider, key_ref) VALUES ($1, $2, $3)",
-						3, types, values, NULL, NULL, NULL);
+	values[3] = ObjectIdGetDatum(GetUserId());
+	ColcryptCatalogExec("INSERT INTO colcrypt.master_key (name, provider, key_ref, owner)"
+						" VALUES ($1, $2, $3, $4::regrole)",
+						4, types, values, NULL, NULL, NULL);
 	ColcryptCatalogChanged();
 	ColcryptAuditAction("create", "master_key", name, 0,
 						psprintf("provider %s%s", provider, created ? ", new CMK" : ""));
@@ -354,10 +362,7 @@ drop_master_key_body(FunctionCallInfo fcinfo)
 	bool		isnull;
 
 	ColcryptRequirePreload();
-	if (!exists1("SELECT 1 FROM colcrypt.master_key WHERE name = $1", name))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("master key \"%s\" does not exist", name)));
+	ColcryptCheckMasterKeyOwner(name, "drop");
 	exec1("SELECT string_agg(DISTINCT k.name, ', ') FROM colcrypt.data_key_version v"
 		  " JOIN colcrypt.data_key k USING (key_id) WHERE v.master_key = $1",
 		  name, &d, &isnull);
@@ -367,6 +372,7 @@ drop_master_key_body(FunctionCallInfo fcinfo)
 				 errmsg("master key \"%s\" still wraps data keys", name),
 				 errdetail("Data keys wrapped by it: %s.", TextDatumGetCString(d)),
 				 errhint("Re-wrap them under another master key with colcrypt.rotate_master_key() first.")));
+	exec1("DELETE FROM colcrypt.master_key_grant WHERE master_key = $1", name, NULL, NULL);
 	exec1("DELETE FROM colcrypt.master_key WHERE name = $1", name, NULL, NULL);
 	ColcryptCatalogChanged();
 	ColcryptAuditAction("drop", "master_key", name, 0, NULL);
@@ -410,11 +416,8 @@ ColcryptCreateKey(const char *name, const char *master_key, Oid owner)
 						name, clash->name),
 				 errdetail("Key ids are 29-bit hashes of the names, so that type modifiers resolve without the catalog."),
 				 errhint("Choose another name.")));
-	if (!exists1("SELECT 1 FROM colcrypt.master_key WHERE name = $1", master_key))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("master key \"%s\" does not exist", master_key),
-				 errhint("Add it with colcrypt.add_master_key(name, provider, key_ref).")));
+	/* The asker (not the key's future owner) needs usage on the master key. */
+	ColcryptCheckMasterKeyUsage(master_key);
 
 	/* Generate and wrap before recording anything. */
 	initStringInfo(&wrapped);

@@ -532,6 +532,16 @@ rotate_master_key_body(FunctionCallInfo fcinfo)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("key provider \"%s\" does not exist", new_provider)));
+
+	/*
+	 * Its owner re-wraps it, with usage on the provider that unwraps and on
+	 * the one that wraps anew: data keys go nowhere a superuser has not
+	 * set up, and to no provider the owner may not use.
+	 */
+	ColcryptCheckMasterKeyOwner(name, "rotate");
+	ColcryptCheckProviderUsage(old.provider);
+	if (new_provider != NULL)
+		ColcryptCheckProviderUsage(new_provider);
 	if (new_provider == NULL)
 		target = old;
 	if (new_key_ref != NULL)

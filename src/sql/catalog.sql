@@ -22,15 +22,39 @@ CREATE TABLE colcrypt.provider (
     created_by  name NOT NULL,
     CHECK (length(name) BETWEEN 1 AND 63)
 );
+-- Only superusers add, alter or drop providers: their options name files
+-- the server reads, libraries it loads and hosts it connects to.  Others
+-- use a provider (add master keys at it, check it) with the usage privilege.
+CREATE TABLE colcrypt.provider_grant (
+    provider    text NOT NULL REFERENCES colcrypt.provider (name),
+    grantee     regrole NOT NULL,
+    privilege   text NOT NULL CHECK (privilege = 'usage'),
+    granted_by  name NOT NULL,
+    granted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (provider, grantee, privilege)
+);
+COMMENT ON TABLE colcrypt.provider_grant IS 'Usage privileges on key providers: who may add master keys at them and check them';
 COMMENT ON TABLE colcrypt.provider IS 'Key providers: connections to a KMS, HSM or keyring file holding customer master keys';
 
 CREATE TABLE colcrypt.master_key (
     name        text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 63),
     provider    text NOT NULL REFERENCES colcrypt.provider (name),
     key_ref     text NOT NULL,
+    owner       regrole NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now(),
     rotated_at  timestamptz
 );
+-- The owner of a master key (or a superuser) rotates, moves and drops it
+-- and grants usage on it; usage lets a role create data keys under it.
+CREATE TABLE colcrypt.master_key_grant (
+    master_key  text NOT NULL REFERENCES colcrypt.master_key (name),
+    grantee     regrole NOT NULL,
+    privilege   text NOT NULL CHECK (privilege = 'usage'),
+    granted_by  name NOT NULL,
+    granted_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (master_key, grantee, privilege)
+);
+COMMENT ON TABLE colcrypt.master_key_grant IS 'Usage privileges on master keys: who may create data keys under them';
 COMMENT ON TABLE colcrypt.master_key IS 'Master keys: references to customer master keys at a provider';
 
 CREATE TABLE colcrypt.data_key (
@@ -87,9 +111,14 @@ CREATE TABLE colcrypt.audit_event (
     key_version   integer,
     success       boolean NOT NULL,
     outcome       text NOT NULL DEFAULT 'ok'
-                  CHECK (outcome IN ('ok', 'failed', 'rolled back', 'denied', 'warning')),
+                  CHECK (outcome IN ('ok', 'failed', 'rolled back', 'prepared', 'denied', 'warning')),
     detail        text,
-    backend_pid   integer NOT NULL DEFAULT pg_backend_pid()
+    backend_pid   integer NOT NULL DEFAULT pg_backend_pid(),
+    -- Identical events (same role, action, object, outcome and detail)
+    -- that waited in the queue together are one row: how many, and when
+    -- the last happened.
+    occurrences   bigint NOT NULL DEFAULT 1 CHECK (occurrences > 0),
+    last_at       timestamptz
 );
 COMMENT ON TABLE colcrypt.audit_event IS 'Audit trail of key management, provider failures and denied decryptions';
 
@@ -99,6 +128,26 @@ SELECT pg_catalog.pg_extension_config_dump('colcrypt.master_key', '');
 SELECT pg_catalog.pg_extension_config_dump('colcrypt.data_key', '');
 SELECT pg_catalog.pg_extension_config_dump('colcrypt.data_key_version', '');
 SELECT pg_catalog.pg_extension_config_dump('colcrypt.key_grant', '');
+SELECT pg_catalog.pg_extension_config_dump('colcrypt.provider_grant', '');
+SELECT pg_catalog.pg_extension_config_dump('colcrypt.master_key_grant', '');
+
+-- Roles named in the catalog (owners, grantees) are recorded in
+-- pg_shdepend as holding privileges on the extension, so that DROP ROLE
+-- refuses while they are, in this database or any other; DROP OWNED and
+-- REASSIGN OWNED act on the catalog too (roles.c).  The trigger keeps the
+-- record in step with every change, a restore's included.
+CREATE FUNCTION colcrypt._role_deps() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'colcrypt_role_deps' LANGUAGE C;
+CREATE TRIGGER role_deps AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON colcrypt.data_key
+    FOR EACH STATEMENT EXECUTE FUNCTION colcrypt._role_deps();
+CREATE TRIGGER role_deps AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON colcrypt.key_grant
+    FOR EACH STATEMENT EXECUTE FUNCTION colcrypt._role_deps();
+CREATE TRIGGER role_deps AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON colcrypt.master_key
+    FOR EACH STATEMENT EXECUTE FUNCTION colcrypt._role_deps();
+CREATE TRIGGER role_deps AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON colcrypt.master_key_grant
+    FOR EACH STATEMENT EXECUTE FUNCTION colcrypt._role_deps();
+CREATE TRIGGER role_deps AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON colcrypt.provider_grant
+    FOR EACH STATEMENT EXECUTE FUNCTION colcrypt._role_deps();
 
 REVOKE ALL ON ALL TABLES IN SCHEMA colcrypt FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA colcrypt FROM PUBLIC;
@@ -148,6 +197,17 @@ CREATE FUNCTION colcrypt.encrypt_column(tbl regclass, col name, key text DEFAULT
     RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_encrypt_column' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION colcrypt.encrypt_column(regclass, name, text, boolean) IS 'Turn a plaintext column into its encrypted type in place, with the named key or the table''s own key (created when missing)';
 
+CREATE FUNCTION colcrypt.grant_provider(name text, grantee regrole, privilege text DEFAULT 'usage')
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_grant_provider' LANGUAGE C VOLATILE;
+CREATE FUNCTION colcrypt.revoke_provider(name text, grantee regrole, privilege text DEFAULT 'usage')
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_revoke_provider' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION colcrypt.grant_provider(text, regrole, text) IS 'Let a role use a key provider: add master keys at it and check it (superusers only)';
+CREATE FUNCTION colcrypt.grant_master_key(name text, grantee regrole, privilege text DEFAULT 'usage')
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_grant_master_key' LANGUAGE C VOLATILE;
+CREATE FUNCTION colcrypt.revoke_master_key(name text, grantee regrole, privilege text DEFAULT 'usage')
+    RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_revoke_master_key' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION colcrypt.grant_master_key(text, regrole, text) IS 'Let a role create data keys under a master key (its owner or a superuser)';
+
 CREATE FUNCTION colcrypt.grant_key(name text, grantee regrole, privilege text)
     RETURNS void AS 'MODULE_PATHNAME', 'colcrypt_grant_key' LANGUAGE C VOLATILE;
 CREATE FUNCTION colcrypt.revoke_key(name text, grantee regrole, privilege text)
@@ -160,7 +220,15 @@ REVOKE EXECUTE ON FUNCTION colcrypt.add_provider(text, text, jsonb),
     colcrypt.check_provider(text),
     colcrypt.add_master_key(text, text, text, boolean), colcrypt.drop_master_key(text),
     colcrypt.rotate_master_key(text, text, text),
-    colcrypt.create_key(text, text) FROM PUBLIC;
+    colcrypt.create_key(text, text),
+    colcrypt.grant_provider(text, regrole, text), colcrypt.revoke_provider(text, regrole, text),
+    colcrypt.grant_master_key(text, regrole, text), colcrypt.revoke_master_key(text, regrole, text)
+    FROM PUBLIC;
+-- EXECUTE alone is not enough (objacl.c): add_provider, alter_provider,
+-- drop_provider and grant_provider are for superusers; check_provider and
+-- add_master_key need usage on the provider; rotate_master_key,
+-- drop_master_key and grant_master_key ownership of the master key (and
+-- usage on every provider it touches); create_key usage on the master key.
 -- rotate_key, set_key_state, grant_key and revoke_key check key ownership;
 -- encrypt_column checks table ownership and the encrypt privilege.
 
@@ -274,19 +342,32 @@ LANGUAGE plpgsql AS $reencrypt$
 DECLARE
     rels    oid[];
     labels  text[];
+    n       integer;
+    caller_path text := pg_catalog.current_setting('search_path');
+    tbl_label   text;
 BEGIN
+    -- Nothing from the caller's schemas may run here (a procedure that
+    -- commits cannot have a SET clause): a transaction-local search_path,
+    -- set again after every step that commits.
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     IF batch_size IS NULL OR batch_size < 1 THEN
         RAISE EXCEPTION 'batch_size must be a positive integer' USING ERRCODE = '22023';
     END IF;
     rels := colcrypt._tables_below(tbl);
-    -- Names as the caller's search_path shows them, for the messages.
+    -- Names as the caller's search_path shows them, for the messages (the
+    -- casts and the ordering below resolve nothing by name).
+    PERFORM pg_catalog.set_config('search_path', caller_path, true);
     SELECT pg_catalog.array_agg(r::regclass::text ORDER BY o) INTO labels
       FROM pg_catalog.unnest(rels) WITH ORDINALITY AS u(r, o);
-    IF rels IS NULL OR pg_catalog.cardinality(rels) = 0 THEN
-        RAISE NOTICE 'reencrypt %: no encrypted columns', tbl;
+    tbl_label := tbl::text;
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    n := coalesce(pg_catalog.cardinality(rels), 0);
+    IF n = 0 THEN
+        RAISE NOTICE 'reencrypt %: no encrypted columns', tbl_label;
         RETURN;
     END IF;
-    FOR i IN 1 .. pg_catalog.array_length(rels, 1) LOOP
+    FOR i IN 1 .. n LOOP
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         CALL colcrypt._reencrypt_relation(rels[i]::regclass, labels[i], batch_size);
     END LOOP;
 END
@@ -354,7 +435,7 @@ CREATE VIEW colcrypt.providers AS
       FROM colcrypt.provider p;
 
 CREATE VIEW colcrypt.master_keys AS
-    SELECT m.name, m.provider, p.kind, m.key_ref, m.created_at, m.rotated_at,
+    SELECT m.name, m.provider, p.kind, m.key_ref, m.owner, m.created_at, m.rotated_at,
            (SELECT count(*) FROM colcrypt.data_key_version v WHERE v.master_key = m.name) AS data_key_versions
       FROM colcrypt.master_key m JOIN colcrypt.provider p ON p.name = m.provider;
 
@@ -370,6 +451,11 @@ COMMENT ON COLUMN colcrypt.keys.cmk_version IS 'The version of the master key (C
 CREATE VIEW colcrypt.key_grants AS
     SELECT k.name, g.grantee, g.privilege, g.granted_by, g.granted_at
       FROM colcrypt.key_grant g JOIN colcrypt.data_key k USING (key_id);
+
+CREATE VIEW colcrypt.provider_grants AS
+    SELECT provider AS name, grantee, privilege, granted_by, granted_at FROM colcrypt.provider_grant;
+CREATE VIEW colcrypt.master_key_grants AS
+    SELECT master_key AS name, grantee, privilege, granted_by, granted_at FROM colcrypt.master_key_grant;
 
 CREATE FUNCTION colcrypt._key_cache_stats(
         OUT entries integer, OUT capacity integer, OUT hits bigint, OUT misses bigint,
@@ -395,12 +481,13 @@ CREATE VIEW colcrypt.key_cache_contents AS
 
 CREATE VIEW colcrypt.audit_log AS
     SELECT id, at, role_name, session_role, action, object_type, object_name,
-           key_version, outcome, success, detail, backend_pid
+           key_version, outcome, success, detail, backend_pid, occurrences, last_at
       FROM colcrypt.audit_event;
 
 GRANT USAGE ON SCHEMA colcrypt TO PUBLIC;
 GRANT SELECT ON colcrypt.providers, colcrypt.master_keys, colcrypt.keys,
-    colcrypt.key_grants, colcrypt.key_cache, colcrypt.key_cache_contents TO PUBLIC;
+    colcrypt.key_grants, colcrypt.provider_grants, colcrypt.master_key_grants,
+    colcrypt.key_cache, colcrypt.key_cache_contents TO PUBLIC;
 -- (colcrypt.reencrypt_progress and colcrypt.audit_queue are granted below,
 -- where they are created.)
 -- colcrypt.audit_log is for the extension owner and whom it grants SELECT.
