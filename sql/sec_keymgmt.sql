@@ -7,9 +7,12 @@
 -- catalog cannot be dropped from under it.
 --
 \getenv abs_builddir PG_ABS_BUILDDIR
+\set keyring1 :abs_builddir '/tmp_regress/keymgmt1.keyring'
 \set keyring2 :abs_builddir '/tmp_regress/keymgmt2.keyring'
 SET client_min_messages = warning;
+SELECT colcrypt.add_provider('km_dev', 'file', jsonb_build_object('path', :'keyring1'));
 SELECT colcrypt.add_provider('km_other', 'file', jsonb_build_object('path', :'keyring2'));
+SELECT colcrypt.add_master_key('km_base', 'km_dev', 'base-cmk');
 RESET client_min_messages;
 
 CREATE ROLE km_owner;
@@ -27,27 +30,27 @@ GRANT EXECUTE ON FUNCTION colcrypt.add_provider(text, text, jsonb), colcrypt.alt
 SET ROLE km_owner;
 SELECT try($$SELECT colcrypt.add_provider('evil', 'vault', '{"url": "http://127.0.0.1:58599", "token": "x"}')$$);
 SELECT try($$SELECT colcrypt.add_provider('evil', 'file', '{"path": "/tmp/evil.keyring"}')$$);
-SELECT try($$SELECT colcrypt.alter_provider('dev', '{"path": "/tmp/evil.keyring"}')$$);
+SELECT try($$SELECT colcrypt.alter_provider('km_dev', '{"path": "/tmp/evil.keyring"}')$$);
 SELECT try($$SELECT colcrypt.drop_provider('km_other')$$);
-SELECT try($$SELECT * FROM colcrypt.check_provider('dev')$$);
-SELECT try($$SELECT colcrypt.grant_provider('dev', 'km_owner')$$);
-SELECT try($$SELECT colcrypt.rotate_master_key('cmk')$$);
-SELECT try($$SELECT colcrypt.rotate_master_key('cmk', 'km_other', 'stolen')$$);
-SELECT try($$SELECT colcrypt.drop_master_key('cmk')$$);
-SELECT try($$SELECT colcrypt.grant_master_key('cmk', 'km_owner')$$);
-SELECT try($$SELECT colcrypt.add_master_key('mine', 'dev', 'km-cmk')$$);
-SELECT try($$SELECT colcrypt.create_key('km_key', 'cmk')$$);
+SELECT try($$SELECT * FROM colcrypt.check_provider('km_dev')$$);
+SELECT try($$SELECT colcrypt.grant_provider('km_dev', 'km_owner')$$);
+SELECT try($$SELECT colcrypt.rotate_master_key('km_base')$$);
+SELECT try($$SELECT colcrypt.rotate_master_key('km_base', 'km_other', 'stolen')$$);
+SELECT try($$SELECT colcrypt.drop_master_key('km_base')$$);
+SELECT try($$SELECT colcrypt.grant_master_key('km_base', 'km_owner')$$);
+SELECT try($$SELECT colcrypt.add_master_key('mine', 'km_dev', 'km-cmk')$$);
+SELECT try($$SELECT colcrypt.create_key('km_key', 'km_base')$$);
 RESET ROLE;
 -- Nothing was created or moved.
-SELECT name, provider, key_ref FROM colcrypt.master_keys WHERE name = 'cmk';
+SELECT name, provider, key_ref FROM colcrypt.master_keys WHERE name = 'km_base';
 SELECT count(*) FROM colcrypt.providers WHERE name = 'evil';
 
 -- Usage on a provider: km_owner adds a master key there, which it owns.
-SELECT colcrypt.grant_provider('dev', 'km_owner');
-SELECT name, grantee, privilege, granted_by FROM colcrypt.provider_grants ORDER BY name, grantee::text;
+SELECT colcrypt.grant_provider('km_dev', 'km_owner');
+SELECT name, grantee, privilege, granted_by FROM colcrypt.provider_grants WHERE name LIKE 'km%' ORDER BY name, grantee::text;
 SET ROLE km_owner;
-SELECT ok FROM colcrypt.check_provider('dev');
-SELECT colcrypt.add_master_key('km_mk', 'dev', 'km-cmk');
+SELECT ok FROM colcrypt.check_provider('km_dev');
+SELECT colcrypt.add_master_key('km_mk', 'km_dev', 'km-cmk');
 SELECT colcrypt.create_key('km_key', 'km_mk');
 SELECT name, provider, owner FROM colcrypt.master_keys WHERE name = 'km_mk';
 -- Its own master key: rotated in place, but not moved to a provider it
@@ -55,8 +58,8 @@ SELECT name, provider, owner FROM colcrypt.master_keys WHERE name = 'km_mk';
 SELECT colcrypt.rotate_master_key('km_mk');
 SELECT try($$SELECT colcrypt.rotate_master_key('km_mk', 'km_other', 'moved')$$);
 -- Still not another's master key, nor grants on it.
-SELECT try($$SELECT colcrypt.rotate_master_key('cmk')$$);
-SELECT try($$SELECT colcrypt.grant_master_key('cmk', 'km_clerk')$$);
+SELECT try($$SELECT colcrypt.rotate_master_key('km_base')$$);
+SELECT try($$SELECT colcrypt.grant_master_key('km_base', 'km_clerk')$$);
 -- km_clerk may not create keys under km_mk until its owner grants usage.
 SET ROLE km_clerk;
 SELECT try($$SELECT colcrypt.create_key('clerk_key', 'km_mk')$$);
@@ -69,7 +72,7 @@ SELECT try($$SELECT colcrypt.rotate_master_key('km_mk')$$);
 SELECT try($$SELECT colcrypt.drop_master_key('km_mk')$$);
 SELECT try($$SELECT colcrypt.grant_master_key('km_mk', 'km_clerk')$$);
 RESET ROLE;
-SELECT name, grantee, privilege, granted_by FROM colcrypt.master_key_grants ORDER BY name, grantee::text;
+SELECT name, grantee, privilege, granted_by FROM colcrypt.master_key_grants WHERE name LIKE 'km%' ORDER BY name, grantee::text;
 
 -- Moving a master key needs usage on both providers.
 SELECT colcrypt.grant_provider('km_other', 'km_owner');
@@ -81,11 +84,11 @@ RESET ROLE;
 SELECT colcrypt.revoke_provider('km_other', 'km_owner');
 SET ROLE km_owner;
 SELECT try($$SELECT colcrypt.rotate_master_key('km_mk')$$);
-SELECT try($$SELECT colcrypt.rotate_master_key('km_mk', 'dev', 'back')$$);
+SELECT try($$SELECT colcrypt.rotate_master_key('km_mk', 'km_dev', 'back')$$);
 RESET ROLE;
 -- A superuser may do all of it.
-SELECT colcrypt.rotate_master_key('km_mk', 'dev', 'km-cmk');
-SELECT try($$SELECT colcrypt.grant_provider('dev', 'km_clerk', 'decrypt')$$);
+SELECT colcrypt.rotate_master_key('km_mk', 'km_dev', 'km-cmk');
+SELECT try($$SELECT colcrypt.grant_provider('km_dev', 'km_clerk', 'decrypt')$$);
 SELECT try($$SELECT colcrypt.grant_master_key('nosuch', 'km_clerk')$$);
 
 -- The refusals are in the audit log, as denied.

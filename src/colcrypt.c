@@ -13,6 +13,7 @@
  */
 #include "colcrypt/colcrypt.h"
 
+#include "colcrypt/audit.h"
 #include "colcrypt/batch.h"
 #include "colcrypt/keys.h"
 #include "colcrypt/lifecycle.h"
@@ -129,6 +130,7 @@ _PG_init(void)
 	ColcryptKeyCacheInit();
 	ColcryptKeyAccessInit();
 	ColcryptRolesInit();
+	ColcryptAuditInit();
 	ColcryptDdlGuardInit();
 	ColcryptLogRedactInit();
 	ColcryptBatchScanInit();

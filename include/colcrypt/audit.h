@@ -65,6 +65,14 @@ extern void ColcryptRequestShred(Oid dboid);
 
 /* Shared memory and the writer worker. */
 extern void ColcryptAuditInit(void);
+
+/*
+ * Server log lines of audit events start with this; while one is being
+ * written ColcryptAuditLineInProgress() is true, so that the log hook can
+ * mark every other line that starts the same way.
+ */
+#define COLCRYPT_AUDIT_LOG_PREFIX "colcrypt audit:"
+extern bool ColcryptAuditLineInProgress(void);
 extern void ColcryptAuditShmemRequest(void);
 extern void ColcryptAuditShmemStartup(void);
 

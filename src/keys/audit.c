@@ -16,13 +16,38 @@
  * log line (without the statement, which may hold plaintext); on a standby,
  * which cannot write, that line is all there is.
  *
+ * Nobody can drown the trail:
+ *	- Under pressure (the role has MERGE_AFTER denials waiting, or a quarter
+ *	  of the queue is in use) a denial identical to one still waiting (same
+ *	  database, role, action, object and detail) is merged into it:
+ *	  audit_event.occurrences counts them, last_at says when the last was.
+ *	  A loop of denied calls is a few rows with counts, not a million rows.
+ *	- Denials are the events any role can cause at will.  Together they may
+ *	  hold at most half the slots, and one role's at most ROLE_SLOTS; the
+ *	  rest is reserved for everything else (key management, provider
+ *	  failures, other roles).  A session whose denial finds no room waits
+ *	  for the writer (back-pressure, interruptible) instead of pushing an
+ *	  event out.
+ *	- Only where waiting is impossible (interrupts held, as at commit, or
+ *	  inside a critical section) is an event that finds no room lost; a
+ *	  key management event first pushes out a waiting denial.  Every loss
+ *	  is counted per database and written to the audit log itself by the
+ *	  writer as an "events_lost" row, so the count is durable.
+ *	- The writer inserts each event in a subtransaction of its own: an event
+ *	  the table refuses is recorded in a plain form instead, and never
+ *	  holds up the ones after it.
+ *	- Writers are dynamic background workers; when none can be started (an
+ *	  unprivileged parallel query may hold every free slot) a static worker
+ *	  registered at start-up, whose slot nobody else can take, serves the
+ *	  database instead, shredding included.
+ *
  * Locking protocol: lock (one LWLock) guards every slot's state and
- * contents, the head and tail positions and the worker table.  Producers
- * take it exclusively to claim and fill a slot; a writer takes it to copy
- * its database's ready slots out (marking them TAKEN), and again to free
- * them after its insert committed.  written_seq and the drop counter are
- * atomics.  When the ring is full the oldest ready event is overwritten and
- * counted as dropped (the log line, if configured, was written already).
+ * contents, the next sequence number, the loss counters and the worker
+ * table.  Producers take it exclusively to claim, fill or merge into a
+ * slot; a writer takes it to copy its database's ready slots out (marking
+ * them TAKEN), and again to free them after its insert committed.  Merging
+ * only joins READY slots, never TAKEN ones.  The global drop counter is an
+ * atomic.
  *
  *-------------------------------------------------------------------------
  */
@@ -67,6 +92,10 @@
 #define WRITER_IDLE_MS		1000
 #define DETAIL_LEN			400
 #define WRITER_MAX_FAILURES	8
+#define LOW_SLOTS			(AUDIT_SLOTS / 2)	/* all denials together */
+#define ROLE_SLOTS			(AUDIT_SLOTS / 16)	/* one role's denials */
+#define MERGE_AFTER			8	/* a role's waiting denials before merging */
+#define LOSS_DBS			16	/* databases whose losses are counted apart */
 
 typedef enum SlotState
 {
@@ -90,7 +119,16 @@ typedef struct AuditSlot
 	int32		version;
 	char		outcome[16];
 	char		detail[DETAIL_LEN];
+	bool		low;			/* a denial: capacity limited, see above */
+	int64		count;			/* occurrences merged into this slot */
+	TimestampTz last_at;		/* the last of them */
 } AuditSlot;
+
+typedef struct LossCount
+{
+	Oid			dboid;
+	uint64		n;
+} LossCount;
 
 typedef struct WriterEntry
 {
@@ -106,7 +144,11 @@ typedef struct AuditShared
 	LWLock	   *lock;
 	ConditionVariable written;	/* broadcast after each batch is inserted */
 	uint64		next_seq;		/* sequence number of the next event */
-	pg_atomic_uint64 dropped;	/* events overwritten before being written */
+	pg_atomic_uint64 dropped;	/* events lost since start, all databases */
+	pg_atomic_uint64 merged;	/* events merged into a waiting one */
+	LossCount	losses[LOSS_DBS];	/* lost and not yet logged, per database */
+	Latch	   *static_latch;	/* the static writer, while it waits */
+	Oid			static_shred_db;	/* shredding wanted, no writer could start */
 	WriterEntry writers[AUDIT_WRITERS];
 	uint64		written_seq[AUDIT_WRITERS]; /* highest seq written per writer db */
 	AuditSlot	slots[AUDIT_SLOTS];
@@ -138,6 +180,7 @@ ColcryptAuditShmemStartup(void)
 		audit->lock = &(GetNamedLWLockTranche("colcrypt_audit"))->lock;
 		ConditionVariableInit(&audit->written);
 		pg_atomic_init_u64(&audit->dropped, 0);
+		pg_atomic_init_u64(&audit->merged, 0);
 		audit->next_seq = 1;
 	}
 }
@@ -172,38 +215,116 @@ writer_for(Oid dboid)
 	return NULL;
 }
 
+/* Count a lost event for its database (caller holds the lock). */
+static void
+note_loss(Oid dboid, int64 n)
+{
+	pg_atomic_fetch_add_u64(&audit->dropped, n);
+	for (int i = 0; i < LOSS_DBS; i++)
+		if (audit->losses[i].dboid == dboid || audit->losses[i].n == 0)
+		{
+			audit->losses[i].dboid = dboid;
+			audit->losses[i].n += n;
+			return;
+		}
+	/* More databases losing events at once than entries: only the total. */
+}
+
+static bool
+same_event(const AuditSlot *a, const AuditSlot *b)
+{
+	return a->dboid == b->dboid && a->version == b->version &&
+		strcmp(a->role, b->role) == 0 && strcmp(a->session_role, b->session_role) == 0 &&
+		strcmp(a->action, b->action) == 0 && strcmp(a->object_type, b->object_type) == 0 &&
+		strcmp(a->object_name, b->object_name) == 0 && strcmp(a->outcome, b->outcome) == 0 &&
+		strcmp(a->detail, b->detail) == 0;
+}
+
+/*
+ * Put an event on the queue: merged into an identical waiting one, or in a
+ * free slot within its class's share; a denial that finds no room waits for
+ * the writer where it can (see the header).
+ */
 static void
 enqueue(const AuditSlot *ev)
 {
-	AuditSlot  *slot = NULL;
+	bool		low = ev->low;
+	bool		can_wait = low && InterruptHoldoffCount == 0 && CritSectionCount == 0 &&
+		MyBackendType == B_BACKEND && IsTransactionState();
+	bool		slept = false;
 
-	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
-	/* A free slot, else the oldest ready one (dropped). */
-	for (int i = 0; i < AUDIT_SLOTS && slot == NULL; i++)
-		if (audit->slots[i].state == SLOT_FREE)
-			slot = &audit->slots[i];
-	if (slot == NULL)
+	for (;;)
 	{
+		AuditSlot  *slot = NULL;
+		AuditSlot  *victim = NULL;
+		AuditSlot  *same = NULL;
+		int			nused = 0;
+		int			nlow = 0;
+		int			nrole = 0;
+		bool		done = true;
+
+		LWLockAcquire(audit->lock, LW_EXCLUSIVE);
 		for (int i = 0; i < AUDIT_SLOTS; i++)
-			if (audit->slots[i].state == SLOT_READY &&
-				(slot == NULL || audit->slots[i].seq < slot->seq))
-				slot = &audit->slots[i];
-		if (slot != NULL)
-			pg_atomic_fetch_add_u64(&audit->dropped, 1);
-	}
-	if (slot != NULL)
-	{
-		*slot = *ev;
-		slot->seq = audit->next_seq++;
-		slot->state = SLOT_READY;
-	}
-	LWLockRelease(audit->lock);
+		{
+			AuditSlot  *s = &audit->slots[i];
 
-	if (slot == NULL)
-	{
-		pg_atomic_fetch_add_u64(&audit->dropped, 1);
-		return;
+			if (s->state == SLOT_FREE)
+			{
+				if (slot == NULL)
+					slot = s;
+				continue;
+			}
+			nused++;
+			if (low && s->state == SLOT_READY && same == NULL && same_event(s, ev))
+				same = s;
+			if (s->low)
+			{
+				nlow++;
+				if (strcmp(s->role, ev->role) == 0)
+					nrole++;
+				if (s->state == SLOT_READY && (victim == NULL || s->seq < victim->seq))
+					victim = s;
+			}
+		}
+		if (same != NULL && (nrole >= MERGE_AFTER || nused >= AUDIT_SLOTS / 4))
+		{
+			/* Under pressure: one row with a count. */
+			same->count += ev->count;
+			same->last_at = ev->at;
+			pg_atomic_fetch_add_u64(&audit->merged, ev->count);
+			LWLockRelease(audit->lock);
+			break;
+		}
+		if (low && (nlow >= LOW_SLOTS || nrole >= ROLE_SLOTS))
+			slot = NULL;		/* its class is at its share */
+		else if (slot == NULL && !low && victim != NULL)
+		{
+			/* Key management before a denial: push the oldest one out. */
+			note_loss(victim->dboid, victim->count);
+			slot = victim;
+		}
+		if (slot != NULL)
+		{
+			*slot = *ev;
+			slot->seq = audit->next_seq++;
+			slot->state = SLOT_READY;
+		}
+		else if (!can_wait)
+			note_loss(ev->dboid, ev->count);
+		else
+			done = false;
+		LWLockRelease(audit->lock);
+		if (done)
+			break;
+
+		/* Back-pressure: wait for the writer to make room. */
+		kick_writer(ev->dboid, false);
+		slept = true;
+		(void) ConditionVariableTimedSleep(&audit->written, 100, PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
 	}
+	if (slept)
+		ConditionVariableCancelSleep();
 	kick_writer(ev->dboid, false);
 }
 
@@ -278,6 +399,17 @@ fill_event(AuditSlot *ev, const char *action, const char *object_type,
 	ev->version = version;
 	copy_clipped(ev->outcome, outcome, sizeof(ev->outcome));
 	copy_clipped(ev->detail, detail ? detail : "", sizeof(ev->detail));
+	ev->low = strcmp(outcome, "denied") == 0;
+	ev->count = 1;
+	ev->last_at = ev->at;
+}
+
+static bool line_in_progress = false;
+
+bool
+ColcryptAuditLineInProgress(void)
+{
+	return line_in_progress;
 }
 
 /* Record one complete event: log line and/or queue, as configured. */
@@ -292,11 +424,22 @@ record(const AuditSlot *ev)
 	if (ev->version > 0)
 		snprintf(version, sizeof(version), " version %d", ev->version);
 	if (mode_log() || (mode_table() && standby))
-		ereport(LOG,
-				(errmsg("colcrypt audit: %s %s \"%s\"%s by \"%s\": %s%s%s",
-						ev->action, ev->object_type, ev->object_name, version,
-						ev->role, ev->outcome, ev->detail[0] ? ": " : "", ev->detail),
-				 errhidestmt(true), errhidecontext(true)));
+	{
+		line_in_progress = true;
+		PG_TRY();
+		{
+			ereport(LOG,
+					(errmsg(COLCRYPT_AUDIT_LOG_PREFIX " %s %s \"%s\"%s by \"%s\": %s%s%s",
+							ev->action, ev->object_type, ev->object_name, version,
+							ev->role, ev->outcome, ev->detail[0] ? ": " : "", ev->detail),
+					 errhidestmt(true), errhidecontext(true)));
+		}
+		PG_FINALLY();
+		{
+			line_in_progress = false;
+		}
+		PG_END_TRY();
+	}
 	if (mode_table() && !standby && audit != NULL && OidIsValid(ev->dboid))
 		enqueue(ev);
 }
@@ -356,7 +499,7 @@ settle_pending(const char *outcome, SubTransactionId subid)
 			continue;
 		}
 		strlcpy(pa->ev.outcome, outcome, sizeof(pa->ev.outcome));
-		pa->ev.at = GetCurrentTimestamp();
+		pa->ev.at = pa->ev.last_at = GetCurrentTimestamp();
 		record(&pa->ev);
 		pfree(pa);
 	}
@@ -512,13 +655,24 @@ start_writer(Oid dboid, bool shred)
 	bgw.bgw_notify_pid = 0;
 	if (!RegisterDynamicBackgroundWorker(&bgw, NULL))
 	{
-		/* No worker slot: free the entry; the next event tries again. */
+		Latch	   *wake;
+
+		/*
+		 * No worker slot (a parallel query may hold them all): free the
+		 * entry and hand the database to the static writer, whose slot is
+		 * reserved.
+		 */
 		LWLockAcquire(audit->lock, LW_EXCLUSIVE);
 		w->dboid = InvalidOid;
+		if (shred)
+			audit->static_shred_db = dboid;
+		wake = audit->static_latch;
 		LWLockRelease(audit->lock);
-		ereport(LOG,
-				(errmsg("colcrypt: could not start the audit writer; events wait in the queue"),
-				 errhint("Raise max_worker_processes.")));
+		if (wake != NULL)
+			SetLatch(wake);
+		ereport(DEBUG1,
+				(errmsg("colcrypt: no worker slot for an audit writer; the reserved writer serves database %u",
+						dboid)));
 	}
 }
 
@@ -532,48 +686,133 @@ slot_seq_cmp(const void *a, const void *b)
 }
 
 /*
- * Insert a batch of events in the order they happened (audit_event.id
- * follows it), in the current transaction; false if this database has no
- * colcrypt to take them.
+ * Insert one event, in a subtransaction of its own; false (the error logged)
+ * if the table refused it.
  */
 static bool
-insert_events(AuditSlot *evs, int n)
+insert_one(SPIPlanPtr plan, const AuditSlot *ev)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Datum		values[12];
+	bool		ok = true;
+
+	values[0] = TimestampTzGetDatum(ev->at);
+	values[1] = DirectFunctionCall1(namein, CStringGetDatum(ev->role));
+	values[2] = DirectFunctionCall1(namein, CStringGetDatum(ev->session_role));
+	values[3] = CStringGetTextDatum(ev->action);
+	values[4] = CStringGetTextDatum(ev->object_type);
+	values[5] = CStringGetTextDatum(ev->object_name);
+	values[6] = Int32GetDatum(ev->version);
+	values[7] = CStringGetTextDatum(ev->outcome);
+	values[8] = CStringGetTextDatum(ev->detail);
+	values[9] = Int32GetDatum(ev->pid);
+	values[10] = Int64GetDatum(Max(ev->count, 1));
+	values[11] = TimestampTzGetDatum(ev->last_at ? ev->last_at : ev->at);
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not insert an audit event");
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		EmitErrorReport();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
+/*
+ * Insert a batch of events in the order they happened (audit_event.id
+ * follows it), and a row for the events of this database lost since the
+ * last batch, in the current transaction; false if this database has no
+ * colcrypt to take them.  An event the table refuses (a constraint, an
+ * outcome it does not know) is recorded in a plain form instead; one that
+ * cannot be recorded at all is counted as lost.  None stops the others.
+ */
+static bool
+insert_events(AuditSlot *evs, int n, uint64 lost)
 {
 	static const char sql[] =
 		"INSERT INTO colcrypt.audit_event (at, role_name, session_role, action, object_type,"
-		" object_name, key_version, success, outcome, detail, backend_pid)"
-		" VALUES ($1, $2, $3, $4, $5, nullif($6, ''), nullif($7, 0), $8 = 'ok', $8, nullif($9, ''), $10)";
-	Oid			types[10] = {TIMESTAMPTZOID, NAMEOID, NAMEOID, TEXTOID, TEXTOID,
-	TEXTOID, INT4OID, TEXTOID, TEXTOID, INT4OID};
+		" object_name, key_version, success, outcome, detail, backend_pid, occurrences, last_at)"
+		" VALUES ($1, $2, $3, $4, $5, nullif($6, ''), nullif($7, 0), $8 = 'ok', $8, nullif($9, ''), $10,"
+		"         $11, CASE WHEN $11 > 1 THEN $12 END)";
+	Oid			types[12] = {TIMESTAMPTZOID, NAMEOID, NAMEOID, TEXTOID, TEXTOID,
+	TEXTOID, INT4OID, TEXTOID, TEXTOID, INT4OID, INT8OID, TIMESTAMPTZOID};
 	SPIPlanPtr	plan;
+	uint64		unrecorded = 0;
 
 	if (!OidIsValid(get_relname_relid("audit_event", get_namespace_oid(COLCRYPT_SCHEMA, true))))
 		return false;
 	qsort(evs, n, sizeof(AuditSlot), slot_seq_cmp);
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	plan = SPI_prepare(sql, 10, types);
+	plan = SPI_prepare(sql, 12, types);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the audit insert: %s", SPI_result_code_string(SPI_result));
 	for (int i = 0; i < n; i++)
 	{
-		Datum		values[10];
+		AuditSlot	plain;
 
-		values[0] = TimestampTzGetDatum(evs[i].at);
-		values[1] = DirectFunctionCall1(namein, CStringGetDatum(evs[i].role));
-		values[2] = DirectFunctionCall1(namein, CStringGetDatum(evs[i].session_role));
-		values[3] = CStringGetTextDatum(evs[i].action);
-		values[4] = CStringGetTextDatum(evs[i].object_type);
-		values[5] = CStringGetTextDatum(evs[i].object_name);
-		values[6] = Int32GetDatum(evs[i].version);
-		values[7] = CStringGetTextDatum(evs[i].outcome);
-		values[8] = CStringGetTextDatum(evs[i].detail);
-		values[9] = Int32GetDatum(evs[i].pid);
-		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not insert an audit event");
+		if (insert_one(plan, &evs[i]))
+			continue;
+		plain = evs[i];
+		strlcpy(plain.outcome, "warning", sizeof(plain.outcome));
+		snprintf(plain.detail, sizeof(plain.detail),
+				 "this event (outcome \"%.15s\") could not be recorded as it was; see the server log",
+				 evs[i].outcome);
+		if (!insert_one(plan, &plain))
+			unrecorded += Max(evs[i].count, 1);
+	}
+	lost += unrecorded;
+	if (lost > 0)
+	{
+		AuditSlot	ev;
+
+		memset(&ev, 0, sizeof(ev));
+		ev.at = ev.last_at = GetCurrentTimestamp();
+		ev.pid = MyProcPid;
+		strlcpy(ev.role, "?", sizeof(ev.role));
+		strlcpy(ev.session_role, "?", sizeof(ev.session_role));
+		strlcpy(ev.action, "events_lost", sizeof(ev.action));
+		strlcpy(ev.object_type, "audit", sizeof(ev.object_type));
+		strlcpy(ev.outcome, "warning", sizeof(ev.outcome));
+		snprintf(ev.detail, sizeof(ev.detail),
+				 UINT64_FORMAT " audit events of this database were lost: the queue was full where the session could not wait, or the table refused them",
+				 lost);
+		ev.count = 1;
+		if (!insert_one(plan, &ev))
+			elog(ERROR, "could not record " UINT64_FORMAT " lost audit events", lost);
 	}
 	SPI_finish();
 	return true;
+}
+
+/* Take the count of this database's lost events (caller holds the lock). */
+static uint64
+take_losses(Oid dboid)
+{
+	uint64		n = 0;
+
+	for (int i = 0; i < LOSS_DBS; i++)
+		if (audit->losses[i].dboid == dboid && audit->losses[i].n > 0)
+		{
+			n += audit->losses[i].n;
+			audit->losses[i].n = 0;
+			audit->losses[i].dboid = InvalidOid;
+		}
+	return n;
 }
 
 /*
@@ -585,6 +824,7 @@ typedef struct WriterWork
 {
 	AuditSlot  *batch;
 	int			n;
+	uint64		lost;			/* events lost, to be logged as such */
 	bool		installed;		/* out: colcrypt is installed here */
 	bool		shred;
 } WriterWork;
@@ -603,7 +843,7 @@ run_work(WriterWork *work)
 		if (work->shred)
 			(void) ColcryptShredPending();
 		else
-			work->installed = insert_events(work->batch, work->n);
+			work->installed = insert_events(work->batch, work->n, work->lost);
 		PopActiveSnapshot();
 		CommitTransactionCommand();
 	}
@@ -632,6 +872,21 @@ return_taken(Oid dboid, uint64 maxseq)
 	}
 }
 
+/* Put a count of lost events back, unlogged (caller holds the lock). */
+static void
+return_losses(Oid dboid, uint64 n)
+{
+	if (n == 0)
+		return;
+	for (int i = 0; i < LOSS_DBS; i++)
+		if (audit->losses[i].dboid == dboid || audit->losses[i].n == 0)
+		{
+			audit->losses[i].dboid = dboid;
+			audit->losses[i].n += n;
+			return;
+		}
+}
+
 /*
  * On any exit, give the writer entry back if it is still ours, and the
  * events it had taken but not written.
@@ -652,23 +907,24 @@ writer_exit(int code, Datum arg)
 	LWLockRelease(audit->lock);
 }
 
-PGDLLEXPORT void colcrypt_audit_writer_main(Datum arg);
-
-void
-colcrypt_audit_writer_main(Datum arg)
+/*
+ * Connect to a database and serve it as its writer until idle: insert its
+ * events, log its losses, run its shredding.  Leaves the process with
+ * idle_exit_code.
+ */
+static void
+writer_loop(Oid dboid, int idle_exit_code)
 {
-	Oid			dboid = DatumGetObjectId(arg);
 	WriterEntry *w;
 	int			wi;
-	AuditSlot  *batch = palloc(sizeof(AuditSlot) * AUDIT_SLOTS);
+	AuditSlot  *batch;
 	TimestampTz last_work = GetCurrentTimestamp();
 	long		retry_ms = 0;
 	int			failures = 0;
 	bool		first = true;	/* shred what a crash or a lost request left */
 
-	pqsignal(SIGTERM, die);
-	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	batch = MemoryContextAlloc(TopMemoryContext, sizeof(AuditSlot) * AUDIT_SLOTS);
 	/* Settings of the database or the cluster must not stop it writing. */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("default_transaction_read_only", "off", PGC_SUSET, PGC_S_OVERRIDE);
@@ -679,10 +935,10 @@ colcrypt_audit_writer_main(Datum arg)
 
 	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
 	w = writer_for(dboid);
-	if (w == NULL)
+	if (w == NULL || (w->pid != 0 && w->pid != MyProcPid))
 	{
 		LWLockRelease(audit->lock);
-		proc_exit(0);
+		proc_exit(idle_exit_code);
 	}
 	w->pid = MyProcPid;
 	w->latch = MyLatch;
@@ -692,7 +948,7 @@ colcrypt_audit_writer_main(Datum arg)
 
 	for (;;)
 	{
-		WriterWork	work = {batch, 0, true, false};
+		WriterWork	work = {batch, 0, 0, true, false};
 		uint64		maxseq = 0;
 		bool		failed = false;
 
@@ -711,10 +967,16 @@ colcrypt_audit_writer_main(Datum arg)
 				maxseq = Max(maxseq, s->seq);
 			}
 		}
+		work.lost = take_losses(dboid);
 		work.shred = w->shred_requested || first;
 		w->shred_requested = false;
+		if (audit->static_shred_db == dboid)
+		{
+			work.shred = true;
+			audit->static_shred_db = InvalidOid;
+		}
 		first = false;
-		if (work.n == 0 && !work.shred &&
+		if (work.n == 0 && work.lost == 0 && !work.shred &&
 			TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), WRITER_IDLE_MS))
 		{
 			/* Idle long enough: leave; the next event starts a new writer. */
@@ -722,11 +984,11 @@ colcrypt_audit_writer_main(Datum arg)
 			w->pid = 0;
 			w->latch = NULL;
 			LWLockRelease(audit->lock);
-			proc_exit(0);
+			proc_exit(idle_exit_code);
 		}
 		LWLockRelease(audit->lock);
 
-		if (work.n > 0)
+		if (work.n > 0 || work.lost > 0)
 		{
 			bool		shred = work.shred;
 
@@ -754,6 +1016,7 @@ colcrypt_audit_writer_main(Datum arg)
 				/* Back into the queue, to be tried again. */
 				LWLockAcquire(audit->lock, LW_EXCLUSIVE);
 				return_taken(dboid, maxseq);
+				return_losses(dboid, work.lost);
 				LWLockRelease(audit->lock);
 				failed = true;
 			}
@@ -788,7 +1051,7 @@ colcrypt_audit_writer_main(Datum arg)
 		}
 		retry_ms = 0;
 		failures = 0;
-		if (work.n > 0 || work.shred)
+		if (work.n > 0 || work.lost > 0 || work.shred)
 		{
 			last_work = GetCurrentTimestamp();
 			continue;
@@ -798,10 +1061,120 @@ colcrypt_audit_writer_main(Datum arg)
 	}
 }
 
+PGDLLEXPORT void colcrypt_audit_writer_main(Datum arg);
+
+/* A dynamic writer, started for one database. */
+void
+colcrypt_audit_writer_main(Datum arg)
+{
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	writer_loop(DatumGetObjectId(arg), 0);
+}
+
+static void
+static_writer_exit(int code, Datum arg)
+{
+	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+	if (audit->static_latch == MyLatch)
+		audit->static_latch = NULL;
+	LWLockRelease(audit->lock);
+}
+
+/*
+ * A database whose events or shredding wait with no writer to serve them
+ * (none could be started); claims a writer entry for it.  Caller holds the
+ * lock exclusively.
+ */
+static Oid
+unserved_database(void)
+{
+	Oid			dboid = InvalidOid;
+	WriterEntry *w;
+
+	for (int i = 0; i < AUDIT_SLOTS && !OidIsValid(dboid); i++)
+		if (audit->slots[i].state == SLOT_READY && writer_for(audit->slots[i].dboid) == NULL)
+			dboid = audit->slots[i].dboid;
+	for (int i = 0; i < LOSS_DBS && !OidIsValid(dboid); i++)
+		if (audit->losses[i].n > 0 && writer_for(audit->losses[i].dboid) == NULL)
+			dboid = audit->losses[i].dboid;
+	if (!OidIsValid(dboid) && OidIsValid(audit->static_shred_db) &&
+		writer_for(audit->static_shred_db) == NULL)
+		dboid = audit->static_shred_db;
+	if (!OidIsValid(dboid) || (w = writer_for(InvalidOid)) == NULL)
+		return InvalidOid;
+	w->dboid = dboid;
+	w->pid = MyProcPid;
+	w->latch = MyLatch;
+	w->started = GetCurrentTimestamp();
+	w->shred_requested = false;
+	audit->written_seq[w - audit->writers] = 0;
+	return dboid;
+}
+
+PGDLLEXPORT void colcrypt_audit_static_main(Datum arg);
+
+/*
+ * The static writer: registered at start-up, so its worker slot is its own.
+ * It waits, connected to no database, until a database has events or
+ * shredding that no writer serves (no dynamic worker could be started);
+ * then it serves that database until idle and exits, to be restarted by
+ * the postmaster, ready for the next.
+ */
+void
+colcrypt_audit_static_main(Datum arg)
+{
+	Oid			dboid = InvalidOid;
+
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+	audit->static_latch = MyLatch;
+	LWLockRelease(audit->lock);
+	before_shmem_exit(static_writer_exit, (Datum) 0);
+
+	while (!OidIsValid(dboid))
+	{
+		CHECK_FOR_INTERRUPTS();
+		ResetLatch(MyLatch);
+		LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+		/* A dynamic writer that never started, or died, frees its entry. */
+		for (int i = 0; i < AUDIT_WRITERS; i++)
+		{
+			WriterEntry *w = &audit->writers[i];
+
+			if (OidIsValid(w->dboid) &&
+				((w->pid == 0 && TimestampDifferenceExceeds(w->started, GetCurrentTimestamp(), 10000)) ||
+				 (w->pid != 0 && kill(w->pid, 0) != 0)))
+				w->dboid = InvalidOid;
+		}
+		dboid = unserved_database();
+		if (OidIsValid(dboid))
+			audit->static_latch = NULL;
+		LWLockRelease(audit->lock);
+		if (!OidIsValid(dboid))
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 1000L, PG_WAIT_EXTENSION);
+	}
+	/* Exit 1 when done: a static worker that exits 0 is not restarted. */
+	writer_loop(dboid, 1);
+}
+
 void
 ColcryptAuditInit(void)
 {
-	/* Nothing at load time: shared memory is requested with the key cache's. */
+	BackgroundWorker bgw;
+
+	/* Shared memory is requested with the key cache's; the static writer here. */
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 1;
+	strlcpy(bgw.bgw_library_name, "colcrypt", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "colcrypt_audit_static_main", BGW_MAXLEN);
+	strlcpy(bgw.bgw_name, "colcrypt audit writer (reserved)", BGW_MAXLEN);
+	strlcpy(bgw.bgw_type, "colcrypt audit writer", BGW_MAXLEN);
+	RegisterBackgroundWorker(&bgw);
 }
 
 /* ----------------------------------------------------------------------
@@ -885,8 +1258,8 @@ Datum
 colcrypt_audit_queue_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[3];
-	bool		nulls[3] = {0};
+	Datum		values[4];
+	bool		nulls[4] = {0};
 	int			waiting = 0;
 	int			writers = 0;
 
@@ -904,5 +1277,6 @@ colcrypt_audit_queue_stats(PG_FUNCTION_ARGS)
 	values[0] = Int32GetDatum(waiting);
 	values[1] = Int64GetDatum((int64) pg_atomic_read_u64(&audit->dropped));
 	values[2] = Int32GetDatum(writers);
+	values[3] = Int64GetDatum((int64) pg_atomic_read_u64(&audit->merged));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

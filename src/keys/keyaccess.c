@@ -527,6 +527,44 @@ static struct
 	uint64		epoch;
 }			last_decrypt;
 
+/*
+ * One audit event per statement (the client's statement: a DO block or a
+ * function is one), role, key and privilege denied: whether the denials
+ * alternate between keys or not.  The audit queue then merges identical
+ * events of successive statements into one row with a count.
+ */
+#define DENIALS_REMEMBERED 32
+
+static bool
+first_denial_in_statement(uint32 key_id, int priv, Oid role)
+{
+	static TimestampTz stmt = 0;
+	static int	n = 0;
+	static struct
+	{
+		uint32		key_id;
+		int			priv;
+		Oid			role;
+	}			seen[DENIALS_REMEMBERED];
+
+	if (stmt != GetCurrentStatementStartTimestamp())
+	{
+		stmt = GetCurrentStatementStartTimestamp();
+		n = 0;
+	}
+	for (int i = 0; i < n; i++)
+		if (seen[i].key_id == key_id && seen[i].priv == priv && seen[i].role == role)
+			return false;
+	if (n < DENIALS_REMEMBERED)
+	{
+		seen[n].key_id = key_id;
+		seen[n].priv = priv;
+		seen[n].role = role;
+		n++;
+	}
+	return true;
+}
+
 /* Whether the last passed decrypt check answers this one too. */
 static bool
 last_decrypt_holds(uint32 key_id)
@@ -587,10 +625,6 @@ ColcryptCheckKeyPrivilege(uint32 key_id, int priv)
 		ColcryptKeyMeta *meta = ColcryptGetKeyMeta(key_id, false);
 		const char *what = priv == COLCRYPT_PRIV_ENCRYPT ? "encrypt" : "decrypt";
 		Oid			role = GetUserId();
-		static TimestampTz last_stmt = 0;
-		static uint32 last_key = 0;
-		static int	last_priv = 0;
-		static Oid	last_role = InvalidOid;
 		bool		for_writer = false;
 
 		/* The role that lacks it: the writer, in a foreign key check. */
@@ -600,18 +634,12 @@ ColcryptCheckKeyPrivilege(uint32 key_id, int priv)
 			for_writer = true;
 		}
 
-		/* One audit event per statement, key, privilege and role. */
-		if (last_stmt != GetCurrentStatementStartTimestamp() || last_key != key_id ||
-			last_priv != priv || last_role != role)
+		if (first_denial_in_statement(key_id, priv, role))
 		{
 			ColcryptAuditEvent(what, "key", meta->name, 0, "denied",
 							   psprintf("role %s lacks the %s privilege%s",
 										GetUserNameFromId(role, false), what,
 										for_writer ? " (foreign key check on its behalf)" : ""));
-			last_stmt = GetCurrentStatementStartTimestamp();
-			last_key = key_id;
-			last_priv = priv;
-			last_role = role;
 			meta = ColcryptGetKeyMeta(key_id, false);
 		}
 

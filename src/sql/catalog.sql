@@ -418,9 +418,11 @@ CREATE FUNCTION colcrypt._version_usage(key_id integer, version integer,
 CREATE FUNCTION colcrypt.audit_flush(timeout_ms integer DEFAULT 10000) RETURNS boolean
     AS 'MODULE_PATHNAME', 'colcrypt_audit_flush' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION colcrypt.audit_flush(integer) IS 'Wait until the audit events of this database queued so far are in colcrypt.audit_log, and the shredding of destroyed keys asked for so far is done';
-CREATE FUNCTION colcrypt._audit_queue(OUT waiting integer, OUT dropped bigint, OUT writers integer)
+CREATE FUNCTION colcrypt._audit_queue(OUT waiting integer, OUT dropped bigint, OUT writers integer,
+        OUT merged bigint)
     RETURNS record AS 'MODULE_PATHNAME', 'colcrypt_audit_queue_stats' LANGUAGE C VOLATILE;
 CREATE VIEW colcrypt.audit_queue AS SELECT * FROM colcrypt._audit_queue();
+COMMENT ON VIEW colcrypt.audit_queue IS 'The audit queue of the server: events waiting for their writer, events lost since start (each database''s losses are also written to its audit log as events_lost rows), writers running, events merged into an identical waiting one';
 
 ------------------------------------------------------------------------
 -- Views

@@ -35,6 +35,8 @@
  */
 #include "colcrypt/colcrypt.h"
 
+#include "colcrypt/audit.h"
+
 #include "catalog/pg_type.h"
 #include "colcrypt/batch.h"
 #include "colcrypt/keys.h"
@@ -501,11 +503,16 @@ apply_typmod(const ColcryptTypeDesc *t, struct varlena *v, int32 typmod)
 
 	if (env.key_id != CC_TRANSIT_KEY_ID && env.key_id != target &&
 		!ColcryptHasKeyPrivilege(env.key_id, COLCRYPT_PRIV_DECRYPT))
+	{
+		ColcryptAuditEvent("move", "key", key_label(env.key_id), 0, "denied",
+						   psprintf("role %s lacks the decrypt privilege; the value cannot be stored under data key %s",
+									GetUserNameFromId(GetUserId(), false), key_label(target)));
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("value encrypted with data key \"%s\" cannot be stored under data key \"%s\"",
 						key_label(env.key_id), key_label(target)),
 				 errdetail("Moving a value to another key re-encrypts it, which needs the decrypt privilege on its key.")));
+	}
 	pt = open_envelope(&env, &len);
 	res = seal_bytes(t, target, det, pt, len);
 	pfree(pt);

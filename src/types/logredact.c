@@ -51,6 +51,8 @@
  */
 #include "colcrypt/colcrypt.h"
 
+#include "colcrypt/audit.h"
+
 #include "access/xact.h"
 #include "fmgr.h"
 #include "utils/elog.h"
@@ -99,6 +101,21 @@ redact_emit_log_hook(ErrorData *edata)
 			edata->detail_log = pstrdup("Values are not logged: the statement handled encrypted values.");
 		edata->hide_ctx = true;
 		edata->hide_stmt = true;
+	}
+
+	/*
+	 * Audit lines are colcrypt's alone: anything else that would read like
+	 * one (RAISE LOG 'colcrypt audit: ...' in a user's function, an error
+	 * message quoting such text) is marked as what it is.
+	 */
+	if (edata->output_to_server && edata->message != NULL && !ColcryptAuditLineInProgress())
+	{
+		const char *m = edata->message;
+
+		while (*m == ' ' || *m == '\t' || *m == '\n' || *m == '\r')
+			m++;
+		if (pg_strncasecmp(m, COLCRYPT_AUDIT_LOG_PREFIX, strlen(COLCRYPT_AUDIT_LOG_PREFIX)) == 0)
+			edata->message = psprintf("(not a colcrypt audit record) %s", edata->message);
 	}
 
 	if (prev_emit_log_hook)
