@@ -16,6 +16,9 @@ extern void ColcryptLifecycleShmemStartup(void);
 /* colcrypt.default_master_key. */
 extern void ColcryptLifecycleDefineSettings(void);
 
+/* colcrypt.lock_timeout: longest wait for others' table locks (ms). */
+extern int	colcrypt_lock_timeout;
+
 /* Create a data key (version 1, active) owned by owner; returns its id.  Audited. */
 extern uint32 ColcryptCreateKey(const char *name, const char *master_key, Oid owner);
 

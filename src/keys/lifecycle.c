@@ -53,6 +53,7 @@
 #include "storage/shmem.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/jsonb.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -324,22 +325,35 @@ note_destroy(void)
 	destroyed_in_xact = true;
 }
 
-/* Values still under (key_id, version) in tables, and where. */
+/*
+ * Values still under (key_id, version) in tables, and where; *locked lists
+ * the tables that could not be read (locked by others past
+ * colcrypt.lock_timeout), or is NULL.
+ */
 static int64
-version_usage(uint32 key_id, int32 version, char **where)
+version_usage(uint32 key_id, int32 version, char **where, char **locked)
 {
 	Oid			types[2] = {INT4OID, INT4OID};
 	Datum		values[2] = {Int32GetDatum((int32) key_id), Int32GetDatum(version)};
 	Datum		d;
 	bool		isnull;
+	Jsonb	   *arr;
+	JsonbValue *v;
+	int64		used;
 
-	ColcryptCatalogExec("SELECT string_agg(format('%s.%s: %s', relation, col, n), ', ' ORDER BY relation, col)"
-						" FROM colcrypt._version_usage($1, $2) WHERE n > 0",
+	ColcryptCatalogExec("SELECT jsonb_build_array(coalesce(sum(n), 0)::int8,"
+						"   string_agg(format('%s.%s: %s', relation, col, n), ', ' ORDER BY relation, col) FILTER (WHERE n > 0),"
+						"   string_agg(relation, ', ' ORDER BY relation) FILTER (WHERE n IS NULL))"
+						" FROM colcrypt._version_usage($1, $2)",
 						2, types, values, NULL, &d, &isnull);
-	*where = isnull ? NULL : TextDatumGetCString(d);
-	ColcryptCatalogExec("SELECT coalesce(sum(n), 0)::int8 FROM colcrypt._version_usage($1, $2)",
-						2, types, values, NULL, &d, &isnull);
-	return DatumGetInt64(d);
+	arr = DatumGetJsonbP(d);
+	v = getIthJsonbValueFromContainer(&arr->root, 0);
+	used = DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+	v = getIthJsonbValueFromContainer(&arr->root, 1);
+	*where = v->type == jbvString ? pnstrdup(v->val.string.val, v->val.string.len) : NULL;
+	v = getIthJsonbValueFromContainer(&arr->root, 2);
+	*locked = v->type == jbvString ? pnstrdup(v->val.string.val, v->val.string.len) : NULL;
+	return used;
 }
 
 
@@ -405,7 +419,26 @@ set_key_state_body(FunctionCallInfo fcinfo)
 	if (to == COLCRYPT_KEY_DESTROYED || to == COLCRYPT_KEY_DESTROYED_COMPROMISED)
 	{
 		char	   *where;
-		int64		used = version_usage(key_id, version, &where);
+		char	   *locked;
+		int64		used = version_usage(key_id, version, &where, &locked);
+
+		/*
+		 * A table another transaction keeps locked could not be counted.
+		 * Without force that is an error (the count decides whether data
+		 * would be lost); with force, destruction goes ahead: nobody's lock
+		 * can hold up the shredding of a key.
+		 */
+		if (locked != NULL && !force)
+			ereport(ERROR,
+					(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+					 errmsg("cannot count the values under data key \"%s\" version %d", keyname, version),
+					 errdetail("Locked by other transactions for longer than colcrypt.lock_timeout: %s.", locked),
+					 errhint("Try again, or destroy with force => true, which does not need the count.")));
+		if (locked != NULL)
+			ereport(WARNING,
+					(errmsg("values under data key \"%s\" version %d were not counted in %s",
+							keyname, version, locked),
+					 errdetail("Other transactions held them locked for longer than colcrypt.lock_timeout; any values there are shredded with the rest.")));
 
 		if (used > 0 && !force)
 			ereport(ERROR,
@@ -826,6 +859,14 @@ master_key_for_new_key(void)
 void
 ColcryptLifecycleDefineSettings(void)
 {
+	DefineCustomIntVariable("colcrypt.lock_timeout",
+							gettext_noop("Longest time colcrypt's own work waits for a lock another transaction holds on a table."),
+							gettext_noop("Counting the values of a key version before destroying it skips tables that cannot hold the key and waits this long for the others; a table locked longer is reported, and only force => true destroys without its count."),
+							&colcrypt_lock_timeout,
+							5000, 0, 3600 * 1000,
+							PGC_USERSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
 	DefineCustomStringVariable("colcrypt.default_master_key",
 							   gettext_noop("Master key for the data keys encrypt_column creates."),
 							   gettext_noop("Empty: the only master key, if there is exactly one."),

@@ -42,6 +42,8 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_class.h"
+#include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "catalog/pg_type.h"
 #include "colcrypt/audit.h"
 #include "colcrypt/catalog.h"
@@ -65,6 +67,7 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/wait_event.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
 
@@ -989,6 +992,67 @@ usage_row(void *arg, Relation rel, List *atts, TupleTableSlot *slot)
 	return true;
 }
 
+/*
+ * Whether a table may hold values under a key, from the catalog alone (no
+ * lock on it): an encrypted column whose type modifier names another key
+ * never does (a value stored there is moved to the column's key), arrays,
+ * composites, domains and unmodified encrypted columns may.
+ */
+static bool
+may_hold_key(Oid relid, uint32 key_id)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	int			natts;
+	bool		may = false;
+
+	if (!HeapTupleIsValid(tup))
+		return false;
+	natts = ((Form_pg_class) GETSTRUCT(tup))->relnatts;
+	ReleaseSysCache(tup);
+	for (int i = 1; i <= natts && !may; i++)
+	{
+		HeapTuple	at = SearchSysCache2(ATTNUM, ObjectIdGetDatum(relid), Int16GetDatum(i));
+		Form_pg_attribute att;
+
+		if (!HeapTupleIsValid(at))
+			continue;
+		att = (Form_pg_attribute) GETSTRUCT(at);
+		if (!att->attisdropped)
+		{
+			if (ColcryptIsEncryptedType(att->atttypid))
+				may = att->atttypmod < 0 || ColcryptTypmodKeyId(att->atttypmod) == key_id;
+			else
+				may = ColcryptTypeHoldsEncrypted(att->atttypid);
+		}
+		ReleaseSysCache(at);
+	}
+	return may;
+}
+
+int			colcrypt_lock_timeout = 5000;
+
+/*
+ * Take AccessShareLock on a table, waiting at most colcrypt.lock_timeout
+ * for others' locks (interruptibly); false if that ran out.  No other
+ * user's LOCK TABLE can hold up colcrypt's own work for longer.
+ */
+static bool
+lock_bounded(Oid relid)
+{
+	TimestampTz start = GetCurrentTimestamp();
+
+	while (!ConditionalLockRelationOid(relid, AccessShareLock))
+	{
+		if (TimestampDifferenceExceeds(start, GetCurrentTimestamp(), colcrypt_lock_timeout))
+			return false;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 10L, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	return true;
+}
+
 PG_FUNCTION_INFO_V1(colcrypt_version_usage);
 
 /*
@@ -996,7 +1060,9 @@ PG_FUNCTION_INFO_V1(colcrypt_version_usage);
  * encrypted values (in every table and materialized view of the database,
  * arrays and composites included), how many values are under that key
  * version, by what their envelopes say.  Reads below the executor: no
- * user code runs and row level security hides nothing.
+ * user code runs and row level security hides nothing.  Tables that cannot
+ * hold the key are skipped unread; a table another transaction keeps locked
+ * past colcrypt.lock_timeout is one row with col and n null.
  */
 Datum
 colcrypt_version_usage(PG_FUNCTION_ARGS)
@@ -1028,13 +1094,35 @@ colcrypt_version_usage(PG_FUNCTION_ARGS)
 
 	foreach(lc, relids)
 	{
-		Relation	rel = try_table_open(lfirst_oid(lc), AccessShareLock);
+		Oid			relid = lfirst_oid(lc);
+		Relation	rel;
 		UsageCol	uc;
 		List	   *atts;
 		ListCell   *ac;
 
+		/* Only tables that can hold the key are read (or locked). */
+		if (!may_hold_key(relid, u.key_id))
+			continue;
+		if (!lock_bounded(relid))
+		{
+			/* Held by another transaction past colcrypt.lock_timeout. */
+			Datum		values[3];
+			bool		nulls[3] = {false, true, true};
+			char	   *nsp = get_namespace_name(get_rel_namespace(relid));
+			char	   *rname = get_rel_name(relid);
+
+			if (nsp == NULL || rname == NULL)
+				continue;		/* dropped meanwhile */
+			values[0] = CStringGetTextDatum(quote_qualified_identifier(nsp, rname));
+			tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+			continue;
+		}
+		rel = try_table_open(relid, NoLock);
 		if (rel == NULL)
+		{
+			UnlockRelationOid(relid, AccessShareLock);
 			continue;			/* dropped meanwhile */
+		}
 		atts = encrypted_attributes(rel);
 		if (atts == NIL)
 		{
