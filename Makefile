@@ -34,7 +34,7 @@ SHLIB_LINK = -lcurl -lssl -lcrypto -ldl -pthread
 # pg_regress: one file per topic, in a throwaway instance with the library
 # preloaded.  (Not tmp_check: the TAP step removes that directory.)
 REGRESS = init text_type bytea_type types operators deterministic ciphertext privileges ddl catalog lifecycle pkcs11 kmip vault aws_kms adversarial batchscan \
-	sec_setup sec_handout sec_fkey sec_order sec_stats sec_ddl sec_input sec_maint sec_forged sec_errors acl sec_keymgmt
+	sec_setup sec_handout sec_fkey sec_order sec_stats sec_ddl sec_input sec_maint sec_forged sec_errors acl sec_keymgmt sec_searchpath
 REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_regress \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1
@@ -58,7 +58,7 @@ include $(PGXS)
 # changed struct in provider.h must rebuild every provider).
 $(OBJS): $(wildcard $(srcdir)/include/colcrypt/*.h)
 
-colcrypt--$(EXTVERSION).sql: src/sql/gen.sh src/sql/catalog.sql src/sql/type.sql.in \
+colcrypt--$(EXTVERSION).sql: src/sql/gen.sh src/sql/catalog.sql src/sql/shadow.sql src/sql/type.sql.in \
 		src/sql/operator.sql.in src/sql/crossop.sql.in src/sql/crossenc.sql.in src/sql/opclass.sql.in src/sql/cast.sql.in src/sql/tail.sql include/colcrypt/typelist.h
 	sh $(srcdir)/src/sql/gen.sh $(srcdir) > $@
 

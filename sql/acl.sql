@@ -19,6 +19,7 @@ SELECT CASE
               OR p.proname ~ '^encrypted_[a-z0-9]+_plain_(eq|ne|lt|le|gt|ge|cmp)$'
               OR p.proname ~ '^encrypted_[a-z0-9]+_ct_(eq|ne|lt|le|gt|ge|cmp)$'
               OR p.proname ~ '^encrypted_[a-z0-9]+_hash' THEN 'operators and opclass support'
+         WHEN p.proname ~ '^_op_' THEN 'exact-signature operators on encrypted types (in pg_catalog)'
          WHEN p.proname ~ '^_cross_' OR p.proname ~ '^encrypted_[a-z0-9]+_(eq|ne|lt|le|gt|ge)_' THEN 'cross-type operators'
          ELSE p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')'
        END AS public_may_execute,
@@ -34,6 +35,17 @@ SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')' AS r
  WHERE p.pronamespace = 'colcrypt'::regnamespace
    AND NOT has_function_privilege('public', p.oid, 'EXECUTE')
  ORDER BY 1;
+
+-- Exact-signature functions on encrypted types in pg_catalog: members of
+-- the extension, inlinable SQL, executable by PUBLIC, none SECURITY DEFINER.
+SELECT count(*) > 200 AS many, bool_and(p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'sql')) AS sql,
+       bool_and(has_function_privilege('public', p.oid, 'EXECUTE')) AS public,
+       bool_and(NOT p.prosecdef AND p.proconfig IS NULL) AS inlinable,
+       bool_and(EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                        AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e')) AS members
+  FROM pg_proc p
+ WHERE p.pronamespace = 'pg_catalog'::regnamespace
+   AND p.proargtypes::oid[] && ARRAY(SELECT oid FROM pg_type WHERE typnamespace = 'colcrypt'::regnamespace);
 
 -- SECURITY DEFINER functions of the extension: none.
 SELECT count(*) AS security_definer FROM pg_proc

@@ -106,4 +106,5 @@ for name in $NUMERIC_TYPES; do
         done
     done
 done
+cat "$sql/shadow.sql"
 cat "$sql/tail.sql"
