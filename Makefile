@@ -34,7 +34,7 @@ SHLIB_LINK = -lcurl -lssl -lcrypto -ldl -pthread
 # pg_regress: one file per topic, in a throwaway instance with the library
 # preloaded.  (Not tmp_check: the TAP step removes that directory.)
 REGRESS = init text_type bytea_type types operators deterministic ciphertext privileges ddl catalog lifecycle pkcs11 kmip vault aws_kms adversarial batchscan \
-	sec_setup sec_handout sec_fkey sec_order sec_stats sec_ddl sec_input sec_maint sec_forged sec_errors acl sec_keymgmt sec_searchpath
+	sec_setup sec_handout sec_fkey sec_order sec_stats sec_ddl sec_input sec_maint sec_forged sec_errors acl sec_keymgmt sec_searchpath padding
 REGRESS_OPTS = --temp-instance=$(abs_builddir)/tmp_regress \
 	--temp-config=$(srcdir)/test/regress.conf
 TAP_TESTS = 1

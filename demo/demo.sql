@@ -268,11 +268,47 @@ SELECT id, email FROM legacy_users WHERE email = 'user42@example.org';
 
 \echo
 \echo '################################################################################'
-\echo '# 13. The audit log: every key management action, failures included, denied'
+\echo '# 13. Key management nobody can hijack, lengths nobody can read.  Providers'
+\echo '#     are a superuser''s; master keys have owners and usage grants; EXECUTE'
+\echo '#     on the functions alone hands out nothing.  Padded columns show a'
+\echo '#     length bucket, not the length.'
+\echo '################################################################################'
+CREATE ROLE keyowner;
+GRANT USAGE ON SCHEMA colcrypt TO keyowner;
+GRANT EXECUTE ON FUNCTION colcrypt.add_provider(text, text, jsonb), colcrypt.check_provider(text),
+    colcrypt.rotate_master_key(text, text, text), colcrypt.create_key(text, text) TO keyowner;
+SET ROLE keyowner;
+SELECT colcrypt.add_provider('evil', 'vault', '{"url": "http://127.0.0.1:58599", "token": "x"}');
+SELECT colcrypt.rotate_master_key('main');
+SELECT * FROM colcrypt.check_provider('dev');
+SELECT colcrypt.create_key('keyowner_key', 'main');
+RESET ROLE;
+SELECT colcrypt.grant_master_key('main', 'keyowner');
+SET ROLE keyowner;
+SELECT colcrypt.create_key('keyowner_key', 'main');
+RESET ROLE;
+SELECT name, owner, privilege FROM colcrypt.master_keys m
+  JOIN colcrypt.master_key_grants g USING (name);
+\echo '-- keyowner is now named in the key catalog: DROP ROLE refuses until'
+\echo '-- REASSIGN OWNED and DROP OWNED have dealt with it.'
+DROP ROLE keyowner;
+REASSIGN OWNED BY keyowner TO CURRENT_USER;
+DROP OWNED BY keyowner;
+DROP ROLE keyowner;
+CREATE TABLE lengths (plain_len integer,
+                      exact  colcrypt.encrypted_text(customers),
+                      padded colcrypt.encrypted_text(customers, padded));
+INSERT INTO lengths SELECT length(s), s, s FROM (VALUES ('a'), ('123-45-6789'), ('Alice Example'), (repeat('x', 40))) v(s);
+SELECT plain_len, pg_column_size(exact) AS exact_bytes, pg_column_size(padded) AS padded_bytes,
+       padded = exact AS same_value FROM lengths;
+
+\echo
+\echo '################################################################################'
+\echo '# 14. The audit log: every key management action, failures included, denied'
 \echo '#     decryptions and uses of a compromised key.  Never a secret.'
 \echo '################################################################################'
 SELECT colcrypt.audit_flush();
 SELECT at::time(0) AS at, role_name, action, object_type, object_name AS object, key_version AS v,
-       outcome, left(detail, 60) AS detail
+       outcome, occurrences AS n, left(detail, 60) AS detail
   FROM colcrypt.audit_log WHERE action <> 'rewrap' ORDER BY id;
 SELECT count(*) AS rewrap_events FROM colcrypt.audit_log WHERE action = 'rewrap';

@@ -182,7 +182,8 @@ INSERT INTO regions VALUES
     (17, 'body: first byte', 'sink'),
     (18, 'body: last byte', 'sink'),
     (19, 'tag: first byte', 'sink'),
-    (20, 'tag: last byte, top bit', 'sink');
+    (20, 'tag: last byte, top bit', 'sink'),
+    (21, 'flags: the padded bit', 'sink');
 CREATE TABLE tampered AS
 SELECT c.ord AS cord, c.col, c.alg, r.ord, r.region, r.tbl, e.plain,
        CASE r.ord
@@ -191,7 +192,7 @@ SELECT c.ord AS cord, c.col, c.alg, r.ord, r.region, r.tbl, e.plain,
          WHEN 3 THEN flip(e.env, 1, 3)
          WHEN 4 THEN flip(e.env, 2, 16)
          WHEN 5 THEN set_byte(e.env, 2, CASE get_byte(e.env, 2) WHEN 1 THEN 2 ELSE 1 END)
-         WHEN 6 THEN flip(e.env, 3, 1)
+         WHEN 6 THEN flip(e.env, 3, 2)
          WHEN 7 THEN flip(e.env, 7, 1)
          WHEN 8 THEN flip(e.env, 4, 128)
          WHEN 9 THEN put32(e.env, 4, :id_b)
@@ -206,6 +207,7 @@ SELECT c.ord AS cord, c.col, c.alg, r.ord, r.region, r.tbl, e.plain,
          WHEN 18 THEN flip(e.env, length(e.env) - 17, 1)
          WHEN 19 THEN flip(e.env, length(e.env) - 16, 1)
          WHEN 20 THEN flip(e.env, length(e.env) - 1, 128)
+         WHEN 21 THEN flip(e.env, 3, 1)
        END AS env
   FROM envs e JOIN cols c USING (col) CROSS JOIN regions r;
 DELETE FROM tampered WHERE env IS NULL;    -- SIV has no nonce

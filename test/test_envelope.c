@@ -156,10 +156,52 @@ test_alg(cc_alg alg)
 		for (int bit = 0; bit < 8; bit++)
 		{
 			buf[3] = (uint8_t) (1 << bit);
-			CHECK(parse_exact(buf, len, &env) == CC_ENV_BAD_FLAGS, "flag bit %d", bit);
+			if ((1 << bit) == CC_ENV_FLAG_PADDED)
+				CHECK(parse_exact(buf, len, &env) == CC_ENV_OK && env.flags == CC_ENV_FLAG_PADDED,
+					  "the padded flag");
+			else
+				CHECK(parse_exact(buf, len, &env) == CC_ENV_BAD_FLAGS, "flag bit %d", bit);
 		}
 		buf[3] = 0;
 	}
+}
+
+/*
+ * Length padding: every length pads to its bucket (a power of two of at
+ * least 16 bytes, above 64 kB a multiple of 64 kB, always with room for
+ * the marker) and unpads back; a buffer without the marker, or with a
+ * nonzero byte after it, is refused.
+ */
+static void
+test_padding(void)
+{
+	static uint8_t buf[300000];
+	size_t		back;
+	int			n = 0;
+
+	CHECK(cc_pad_size(0) == 16 && cc_pad_size(15) == 16 && cc_pad_size(16) == 32 &&
+		  cc_pad_size(31) == 32 && cc_pad_size(32) == 64 && cc_pad_size(65535) == 65536 &&
+		  cc_pad_size(65536) == 131072 && cc_pad_size(200000) == 262144, "bucket sizes");
+	for (size_t len = 0; len < sizeof(buf) - 70000; len += (len < 1100 ? 1 : 997))
+	{
+		size_t		p = cc_pad_size(len);
+
+		CHECK(p > len && p >= 16 && p <= sizeof(buf), "bucket of %zu", len);
+		CHECK(p <= 65536 ? (p & (p - 1)) == 0 : p % 65536 == 0, "bucket shape of %zu", len);
+		CHECK(cc_pad_is_bucket(p) && (len < 16 || !cc_pad_is_bucket(len + 1) || len + 1 == p),
+			  "bucket test of %zu", len);
+		memset(buf, 0x80, len);		/* plaintext bytes that look like markers */
+		cc_pad(buf, len, p);
+		CHECK(cc_unpad(buf, p, &back) && back == len, "round trip of %zu", len);
+		n++;
+	}
+	memset(buf, 0, 64);
+	CHECK(!cc_unpad(buf, 64, &back), "all zeros");
+	CHECK(!cc_unpad(buf, 0, &back), "empty");
+	buf[10] = 0x80;
+	buf[20] = 0x01;
+	CHECK(!cc_unpad(buf, 32, &back), "a byte after the marker");
+	printf("padding: %d lengths round-trip, malformed padding refused\n", n);
 }
 
 /* Random bytes of random lengths: never a crash, never a field outside. */
@@ -248,6 +290,7 @@ main(void)
 	test_alg(CC_ALG_AES256_GCM);
 	test_alg(CC_ALG_AES256_SIV);
 	test_random();
+	test_padding();
 	printf("test_envelope: %d checks, %d failed\n", checks, failures);
 	return failures ? 1 : 0;
 }

@@ -10,11 +10,13 @@
  *	 0       1     format version (1)
  *	 1       1     algorithm: 1 = AES-256-GCM, 2 = AES-256-SIV
  *	 2       1     plaintext type code (cc_type_code)
- *	 3       1     flags, reserved: must be 0
+ *	 3       1     flags: 0x01 = the plaintext is padded (see cc_pad);
+ *	               the other bits are reserved and must be 0
  *	 4       4     key id: the data key (0 = the server's transit key)
  *	 8       4     key version (for the transit key: its generation)
  *	 12      12    nonce (AES-256-GCM only; absent for AES-256-SIV)
- *	 ...     n     ciphertext, as long as the plaintext
+ *	 ...     n     ciphertext, as long as the plaintext (padded, if so
+ *	               flagged, to its bucket: cc_pad_size)
  *	 last    16    tag (GCM) or synthetic IV (SIV)
  *
  * The 12 header bytes are the associated data of the AEAD, so the key id,
@@ -35,6 +37,9 @@
 #define CC_ENV_HEADER_LEN	12
 #define CC_ENV_NONCE_LEN	12
 #define CC_ENV_TAG_LEN		16
+
+/* Header flags. */
+#define CC_ENV_FLAG_PADDED	0x01
 
 /* Key id 0 names the per-server transit key, never a data key. */
 #define CC_TRANSIT_KEY_ID	0
@@ -77,13 +82,13 @@ typedef struct cc_envelope
 	uint8_t		version;		/* format version */
 	uint8_t		alg;			/* cc_alg */
 	uint8_t		type;			/* cc_type_code */
-	uint8_t		flags;			/* always 0 in version 1 */
+	uint8_t		flags;			/* CC_ENV_FLAG_* */
 	uint32_t	key_id;			/* data key id, CC_TRANSIT_KEY_ID for transit */
 	uint32_t	key_version;	/* key version or transit generation */
 	const uint8_t *header;		/* the CC_ENV_HEADER_LEN header bytes (AAD) */
 	const uint8_t *nonce;		/* CC_ENV_NONCE_LEN bytes, NULL for SIV */
 	const uint8_t *ct;			/* ciphertext */
-	size_t		ctlen;			/* its length = plaintext length */
+	size_t		ctlen;			/* its length = plaintext length (padded) */
 	const uint8_t *tag;			/* CC_ENV_TAG_LEN bytes */
 } cc_envelope;
 
@@ -103,6 +108,25 @@ extern size_t cc_envelope_max_plaintext(cc_alg alg, size_t maxlen);
 extern void cc_envelope_init(uint8_t *buf, cc_alg alg, cc_type_code type,
 							 uint32_t key_id, uint32_t key_version,
 							 size_t ptlen, cc_envelope *env);
+
+/*
+ * Set the header flags of an envelope cc_envelope_init wrote into buf
+ * (before sealing: the header is the associated data).
+ */
+extern void cc_envelope_set_flags(uint8_t *buf, uint8_t flags, cc_envelope *env);
+
+/*
+ * Length padding (ISO/IEC 7816-4: a 0x80 byte, then zeros): a plaintext of
+ * ptlen bytes is padded to cc_pad_size(ptlen) bytes, the next power of two
+ * of at least 16 bytes that leaves room for the marker (above 64 kB, the
+ * next multiple of 64 kB), so the ciphertext shows the bucket, not the
+ * length.  cc_pad writes the marker and zeros after ptlen bytes of buf;
+ * cc_unpad finds the length again (0 if buf holds no valid padding).
+ */
+extern size_t cc_pad_size(size_t ptlen);
+extern int	cc_pad_is_bucket(size_t len);	/* a length cc_pad_size gives */
+extern void cc_pad(uint8_t *buf, size_t ptlen, size_t padded);
+extern int	cc_unpad(const uint8_t *buf, size_t len, size_t *ptlen);
 
 /* Parse len bytes at buf; never reads outside [buf, buf + len). */
 extern cc_env_status cc_envelope_parse(const uint8_t *buf, size_t len,

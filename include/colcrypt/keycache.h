@@ -25,7 +25,7 @@ typedef enum ColcryptCacheResult
  * loader of that entry (others wait for it rather than calling the provider
  * too) and must call ColcryptKeyCacheFill or ColcryptKeyCacheAbandon.
  */
-extern ColcryptCacheResult ColcryptKeyCacheAcquire(uint32 key_id, uint32 version,
+extern ColcryptCacheResult ColcryptKeyCacheAcquire(uint32 key_id, uint32 version, Oid owner,
 												   uint8 *dek,
 												   TimestampTz *loaded_at);
 

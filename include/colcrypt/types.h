@@ -22,9 +22,11 @@
 #include "fmgr.h"
 
 #define COLCRYPT_TYPMOD_DETERMINISTIC	0x01
+#define COLCRYPT_TYPMOD_PADDED			0x02	/* lengths padded to buckets */
 #define COLCRYPT_TYPMOD_FLAG_BITS		2
 #define ColcryptTypmodKeyId(typmod)		((uint32) (typmod) >> COLCRYPT_TYPMOD_FLAG_BITS)
 #define ColcryptTypmodIsDeterministic(typmod) (((typmod) & COLCRYPT_TYPMOD_DETERMINISTIC) != 0)
+#define ColcryptTypmodIsPadded(typmod) ((typmod) >= 0 && ((typmod) & COLCRYPT_TYPMOD_PADDED) != 0)
 #define ColcryptMakeTypmod(key_id, det) \
 	((int32) (((key_id) << COLCRYPT_TYPMOD_FLAG_BITS) | ((det) ? COLCRYPT_TYPMOD_DETERMINISTIC : 0)))
 

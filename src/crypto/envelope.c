@@ -117,7 +117,7 @@ cc_envelope_parse(const uint8_t *buf, size_t len, cc_envelope *env)
 		return CC_ENV_BAD_ALG;
 	if (buf[2] < 1 || buf[2] > CC_TYPE_MAX)
 		return CC_ENV_BAD_TYPE;
-	if (buf[3] != 0)
+	if ((buf[3] & ~CC_ENV_FLAG_PADDED) != 0)
 		return CC_ENV_BAD_FLAGS;
 	if (len < overhead((cc_alg) buf[1]))
 		return CC_ENV_TRUNCATED;
@@ -130,6 +130,58 @@ cc_envelope_parse(const uint8_t *buf, size_t len, cc_envelope *env)
 	env->key_version = get32(buf + 8);
 	locate(buf, len, env);
 	return CC_ENV_OK;
+}
+
+void
+cc_envelope_set_flags(uint8_t *buf, uint8_t flags, cc_envelope *env)
+{
+	buf[3] = flags;
+	env->flags = flags;
+}
+
+/* ---- Length padding ---- */
+
+size_t
+cc_pad_size(size_t ptlen)
+{
+	size_t		n = ptlen + 1;	/* room for the 0x80 marker */
+	size_t		b = 16;
+
+	if (n > 65536)
+		return (n + 65535) / 65536 * 65536;
+	while (b < n)
+		b <<= 1;
+	return b;
+}
+
+int
+cc_pad_is_bucket(size_t len)
+{
+	if (len < 16)
+		return 0;
+	if (len <= 65536)
+		return (len & (len - 1)) == 0;
+	return len % 65536 == 0;
+}
+
+void
+cc_pad(uint8_t *buf, size_t ptlen, size_t padded)
+{
+	buf[ptlen] = 0x80;
+	memset(buf + ptlen + 1, 0, padded - ptlen - 1);
+}
+
+int
+cc_unpad(const uint8_t *buf, size_t len, size_t *ptlen)
+{
+	size_t		i = len;
+
+	while (i > 0 && buf[i - 1] == 0)
+		i--;
+	if (i == 0 || buf[i - 1] != 0x80)
+		return 0;
+	*ptlen = i - 1;
+	return 1;
 }
 
 /* ---- The text form's base64 ---- */

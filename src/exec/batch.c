@@ -352,10 +352,19 @@ open_group(BatchValue *v, const cc_envelope *venv)
 	{
 		BatchValue *u = b->members[i];
 
+		size_t		plen = b->items[i].inlen;
+
+		/* A padded group (the flag is in the shared header): unpad each. */
+		if (b->items[i].status == CC_OK && (venv->flags & CC_ENV_FLAG_PADDED) &&
+			!cc_unpad(b->items[i].out, b->items[i].inlen, &plen))
+		{
+			cc_wipe(b->items[i].out, b->items[i].inlen);
+			b->items[i].status = CC_ERR_AUTH;	/* the single path says why */
+		}
 		if (b->items[i].status == CC_OK)
 		{
 			u->pt = b->items[i].out;
-			u->ptlen = (uint32) b->items[i].inlen;
+			u->ptlen = (uint32) plen;
 			u->key_id = venv->key_id;
 			SET_VARSIZE(u->pt - VARHDRSZ, VARHDRSZ + u->ptlen);
 			u->state = BV_OPEN;

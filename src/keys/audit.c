@@ -600,11 +600,17 @@ ColcryptAudited(FunctionCallInfo fcinfo, const char *action, const char *object_
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
+
+		/*
+		 * Recorded with the error state cleared (recording may wait for
+		 * room in the queue, and a cancel may end that wait), then the
+		 * same error raised again.
+		 */
+		FlushErrorState();
 		ColcryptAuditEvent(action, object_type, name, 0,
 						   edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE ? "denied" : "failed",
 						   psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), edata->message));
-		FreeErrorData(edata);
-		PG_RE_THROW();
+		ReThrowError(edata);
 	}
 	PG_END_TRY();
 	return result;

@@ -699,8 +699,12 @@ obtain_dek(const char *keyname, uint32 key_id, uint32 version,
 	uint64		epoch;
 	ColcryptUnwrapInfo info;
 
+	ColcryptKeyMeta *meta;
+
 	ColcryptGuardKeyMaterial();
-	res = ColcryptKeyCacheAcquire(key_id, version, dek, loaded_at);
+	/* The owner counts against the cache's shares (keycache.c). */
+	meta = ColcryptGetKeyMeta(key_id, true);
+	res = ColcryptKeyCacheAcquire(key_id, version, meta ? meta->owner : InvalidOid, dek, loaded_at);
 	if (res == COLCRYPT_CACHE_HIT)
 		return;
 

@@ -91,6 +91,7 @@ typedef struct KeySlot
 	Oid			dboid;			/* database whose catalog holds the key */
 	uint32		key_id;			/* data key id (never 0: transit is not cached) */
 	uint32		version;		/* key version */
+	Oid			owner;			/* the data key's owner, for the shares below */
 	SlotState	state;			/* see SlotState */
 	int			loader_pid;		/* LOADING: pid of the loader */
 	TimestampTz loading_since;	/* LOADING: when the loader started */
@@ -311,32 +312,68 @@ slot_expired(KeySlot *s, TimestampTz now)
 }
 
 /*
- * A slot for a new entry: an empty one, else the least recently used valid
- * one (wiped).  NULL when every slot is loading.  Caller holds the lock
- * exclusively.
+ * What one key and one key owner may hold, so that nobody's keys push the
+ * others' out: a key at most KEY_SHARE of the slots (its versions), an
+ * owner's keys together at most OWNER_SHARE.  At its share, a new entry
+ * takes the place of the least recently used entry of the same key (or
+ * owner), never another's.
+ */
+#define KEY_SHARE(n)	Max(4, (n) / 8)
+#define OWNER_SHARE(n)	Max(8, (n) * 3 / 4)
+
+/*
+ * A slot for a new entry of (key_id, owner) in this database: within the
+ * shares above, an empty one, else the least recently used valid one
+ * (wiped); over a share, the least recently used valid one of the key or
+ * owner.  NULL when no slot may be taken (all loading).  Caller holds the
+ * lock exclusively.
  */
 static KeySlot *
-claim_slot(void)
+claim_slot(uint32 key_id, Oid owner)
 {
-	KeySlot    *victim = NULL;
-	uint64		oldest = PG_UINT64_MAX;
+	KeySlot    *empty = NULL;
+	KeySlot    *lru_all = NULL;
+	KeySlot    *lru_key = NULL;
+	KeySlot    *lru_own = NULL;
+	int			key_n = 0;
+	int			own_n = 0;
+	KeySlot    *victim;
 
 	for (int i = 0; i < cache->nslots; i++)
 	{
 		KeySlot    *s = &cache->slots[i];
 		uint64		used;
+		bool		same_key;
+		bool		same_owner;
 
 		if (s->state == SLOT_EMPTY)
-			return s;
+		{
+			if (empty == NULL)
+				empty = s;
+			continue;
+		}
+		same_key = s->dboid == MyDatabaseId && s->key_id == key_id;
+		same_owner = OidIsValid(owner) && s->owner == owner;
+		key_n += same_key;
+		own_n += same_owner;
 		if (s->state != SLOT_VALID)
 			continue;
 		used = pg_atomic_read_u64(&s->last_used);
-		if (used < oldest)
-		{
-			oldest = used;
-			victim = s;
-		}
+		if (lru_all == NULL || used < pg_atomic_read_u64(&lru_all->last_used))
+			lru_all = s;
+		if (same_key && (lru_key == NULL || used < pg_atomic_read_u64(&lru_key->last_used)))
+			lru_key = s;
+		if (same_owner && (lru_own == NULL || used < pg_atomic_read_u64(&lru_own->last_used)))
+			lru_own = s;
 	}
+	if (key_n >= KEY_SHARE(cache->nslots))
+		victim = lru_key;
+	else if (own_n >= OWNER_SHARE(cache->nslots))
+		victim = lru_own;
+	else if (empty != NULL)
+		return empty;
+	else
+		victim = lru_all;
 	if (victim != NULL)
 	{
 		pg_atomic_fetch_add_u64(&cache->evictions, 1);
@@ -386,7 +423,7 @@ find_failed(uint64 load)
 }
 
 ColcryptCacheResult
-ColcryptKeyCacheAcquire(uint32 key_id, uint32 version, uint8 *dek,
+ColcryptKeyCacheAcquire(uint32 key_id, uint32 version, Oid owner, uint8 *dek,
 						TimestampTz *loaded_at)
 {
 	KeyCacheShared *c = get_cache();
@@ -470,7 +507,7 @@ ColcryptKeyCacheAcquire(uint32 key_id, uint32 version, uint8 *dek,
 
 		/* Become the loader: of this stale slot, or of a new one. */
 		if (s == NULL)
-			s = claim_slot();
+			s = claim_slot(key_id, owner);
 		if (s == NULL)
 		{
 			LWLockRelease(c->lock);
@@ -480,6 +517,7 @@ ColcryptKeyCacheAcquire(uint32 key_id, uint32 version, uint8 *dek,
 		s->dboid = MyDatabaseId;
 		s->key_id = key_id;
 		s->version = version;
+		s->owner = owner;
 		s->state = SLOT_LOADING;
 		s->loader_pid = MyProcPid;
 		s->loading_since = now;

@@ -652,7 +652,8 @@ reencrypt_value(void *arg, struct varlena *value, struct varlena **replacement)
 		return;
 	}
 	*replacement = seal_with(desc_of(env.type), ColcryptDekForEncrypt(env.key_id),
-							 env.alg == CC_ALG_AES256_SIV, pt, len);
+							 env.alg == CC_ALG_AES256_SIV, (env.flags & CC_ENV_FLAG_PADDED) != 0,
+							 pt, len);
 	cc_wipe(pt, len);
 	pfree(pt);
 }

@@ -100,6 +100,7 @@ typedef struct SivCache
 {
 	uint32		key_id;			/* key and version it was encrypted under */
 	uint32		version;
+	bool		pad;			/* padded (CC_ENV_FLAG_PADDED) */
 	struct varlena *source;		/* the plaintext bytes, as a varlena */
 	struct varlena *ct;			/* their deterministic ciphertext */
 } SivCache;
@@ -266,7 +267,7 @@ bitwise_equality(const ColcryptTypeDesc *t, Oid coll)
  */
 static struct varlena *
 cached_siv(CmpCache *c, const ColcryptTypeDesc *t, uint32 key_id, uint32 version,
-		   const PlainBytes *pt)
+		   bool pad, const PlainBytes *pt)
 {
 	SivCache   *s;
 	MemoryContext old;
@@ -274,7 +275,7 @@ cached_siv(CmpCache *c, const ColcryptTypeDesc *t, uint32 key_id, uint32 version
 	for (int i = 0; i < SIV_CACHE_SLOTS; i++)
 	{
 		s = &c->siv[i];
-		if (s->ct != NULL && s->key_id == key_id && s->version == version &&
+		if (s->ct != NULL && s->key_id == key_id && s->version == version && s->pad == pad &&
 			VARSIZE_ANY_EXHDR(s->source) == pt->len &&
 			memcmp(VARDATA_ANY(s->source), pt->data, pt->len) == 0)
 			return s->ct;
@@ -290,7 +291,8 @@ cached_siv(CmpCache *c, const ColcryptTypeDesc *t, uint32 key_id, uint32 version
 	s->source = palloc(VARHDRSZ + pt->len);
 	SET_VARSIZE(s->source, VARHDRSZ + pt->len);
 	memcpy(VARDATA(s->source), pt->data, pt->len);
-	s->ct = seal_with(t, ColcryptDekForDecrypt(key_id, version), true, pt->data, pt->len);
+	s->ct = seal_with(t, ColcryptDekForDecrypt(key_id, version), true, pad, pt->data, pt->len);
+	s->pad = pad;
 	s->key_id = key_id;
 	s->version = version;
 	MemoryContextSwitchTo(old);
@@ -351,7 +353,8 @@ fast_equality(CmpCache *c, const ColcryptTypeDesc *t, Oid coll, bool eq_only,
 	if (a != NULL && b != NULL)
 		plain = det == a ? cached_open(c, 1, t, db, b) : cached_open(c, 0, t, da, a);
 	plain_to_bytes(t, plain, &pb);
-	*equal = same_bytes(det, cached_siv(c, t, edet->key_id, edet->key_version, &pb));
+	*equal = same_bytes(det, cached_siv(c, t, edet->key_id, edet->key_version,
+										(edet->flags & CC_ENV_FLAG_PADDED) != 0, &pb));
 	return true;
 }
 
@@ -642,7 +645,7 @@ colcrypt_det_candidates(PG_FUNCTION_ARGS)
 	elems = palloc(sizeof(Datum) * Max(nversions, 1));
 	for (int i = 0; i < nversions; i++)
 		elems[i] = PointerGetDatum(seal_with(t, ColcryptDekForDecrypt(key_id, (uint32) versions[i]),
-											 true, pb.data, pb.len));
+											 true, ColcryptTypmodIsPadded(typmod), pb.data, pb.len));
 
 	old = MemoryContextSwitchTo(fcinfo->flinfo->fn_mcxt);
 	if (cc == NULL)

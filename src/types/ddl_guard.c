@@ -157,6 +157,35 @@ check_relation(Oid relid, AttrNumber only)
 					 errdetail("An encrypted column stores values under a data key given as the type modifier."),
 					 errhint("Declare it as, for example, %s(customers).",
 							 format_type_be(OidIsValid(elem) ? elem : getBaseType(typid)))));
+
+		/*
+		 * Deterministic encryption of a small domain: whoever may encrypt
+		 * with the key can encrypt every value and compare (README, threat
+		 * model).  Said once, when the column is made.
+		 */
+		if (ColcryptTypmodIsPadded(effective_typmod(typid, att->atttypmod)))
+		{
+			Oid			plain = ColcryptTypeByOid(getBaseType(OidIsValid(elem) ? elem : typid))->plain_type;
+
+			if (get_typlen(plain) > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_COLUMN_DEFINITION),
+						 errmsg("column \"%s\": padding applies to variable-length types only",
+								NameStr(att->attname)),
+						 errdetail("Every %s value has the same length already.", format_type_be(plain))));
+		}
+		if (ColcryptTypmodIsDeterministic(effective_typmod(typid, att->atttypmod)))
+		{
+			Oid			plain = ColcryptTypeByOid(getBaseType(OidIsValid(elem) ? elem : typid))->plain_type;
+
+			if (plain == INT4OID || plain == DATEOID)
+				ereport(WARNING,
+						(errmsg("column \"%s\" encrypts %s values deterministically",
+								NameStr(att->attname), format_type_be(plain)),
+						 errdetail("A role that may encrypt with its data key can encrypt every %s value and compare ciphertexts: deterministic encryption hides a small domain only from roles that may not encrypt.",
+								   format_type_be(plain)),
+						 errhint("Use a randomized column unless equality lookups need it, and grant encrypt on its key sparingly.")));
+		}
 	}
 	systable_endscan(scan);
 	table_close(attrel, AccessShareLock);

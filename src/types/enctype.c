@@ -261,31 +261,49 @@ next_nonce(uint8 *nonce)
 	used += CC_ENV_NONCE_LEN;
 }
 
-/* Encrypt plaintext bytes with a given key version's context. */
+/*
+ * Encrypt plaintext bytes with a given key version's context; with pad (for
+ * variable-length types: the others are all one length anyway), padded to
+ * their length bucket, the envelope flagged so.
+ */
 struct varlena *
-seal_with(const ColcryptTypeDesc *t, ColcryptDek *d, bool det,
+seal_with(const ColcryptTypeDesc *t, ColcryptDek *d, bool det, bool pad,
 		  const uint8 *pt, size_t ptlen)
 {
 	cc_alg		alg = det ? CC_ALG_AES256_SIV : CC_ALG_AES256_GCM;
-	size_t		envlen = cc_envelope_size(alg, ptlen);
+	size_t		inlen;
+	size_t		envlen;
 	struct varlena *res;
 	cc_envelope env;
 	cc_aead_item it;
 	size_t		failed;
+	uint8	   *padded = NULL;
 
-	if (envlen > MaxAllocSize - VARHDRSZ)
+	pad = pad && plain_info(t)->typlen < 0;
+	inlen = pad ? cc_pad_size(ptlen) : ptlen;
+	envlen = cc_envelope_size(alg, inlen);
+	if (inlen < ptlen || envlen > MaxAllocSize - VARHDRSZ)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("value is too large to encrypt")));
+	if (pad)
+	{
+		padded = palloc(inlen);
+		memcpy(padded, pt, ptlen);
+		cc_pad(padded, ptlen, inlen);
+		pt = padded;
+	}
 	res = palloc(VARHDRSZ + envlen);
 	SET_VARSIZE(res, VARHDRSZ + envlen);
 	cc_envelope_init((uint8 *) VARDATA(res), alg, t->code, d->key_id, d->version,
-					 ptlen, &env);
+					 inlen, &env);
+	if (pad)
+		cc_envelope_set_flags((uint8 *) VARDATA(res), CC_ENV_FLAG_PADDED, &env);
 	it.nonce = env.nonce;
 	it.aad = env.header;
 	it.aadlen = CC_ENV_HEADER_LEN;
 	it.in = pt;
-	it.inlen = ptlen;
+	it.inlen = inlen;
 	it.out = (uint8 *) env.ct;
 	it.tag = (uint8 *) env.tag;
 	if (alg == CC_ALG_AES256_GCM)
@@ -295,6 +313,11 @@ seal_with(const ColcryptTypeDesc *t, ColcryptDek *d, bool det,
 	}
 	else
 		failed = cc_siv_seal_batch(d->siv, &it, 1);
+	if (padded != NULL)
+	{
+		cc_wipe(padded, inlen);
+		pfree(padded);
+	}
 	if (failed)
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
@@ -304,10 +327,10 @@ seal_with(const ColcryptTypeDesc *t, ColcryptDek *d, bool det,
 
 /* Encrypt plaintext bytes under a key's active version. */
 static struct varlena *
-seal_bytes(const ColcryptTypeDesc *t, uint32 key_id, bool det,
+seal_bytes(const ColcryptTypeDesc *t, uint32 key_id, bool det, bool pad,
 		   const uint8 *pt, size_t ptlen)
 {
-	return seal_with(t, ColcryptDekForEncrypt(key_id), det, pt, ptlen);
+	return seal_with(t, ColcryptDekForEncrypt(key_id), det, pad, pt, ptlen);
 }
 
 /*
@@ -339,6 +362,14 @@ try_open_envelope(const cc_envelope *env, size_t *len, cc_status *status)
 	}
 	*status = CC_OK;
 	*len = env->ctlen;
+	if ((env->flags & CC_ENV_FLAG_PADDED) && !cc_unpad(out, env->ctlen, len))
+	{
+		/* Authentic, yet not padded as flagged: not ours; say so. */
+		cc_wipe(out, env->ctlen);
+		pfree(out);
+		*status = CC_ERR_AUTH;
+		return NULL;
+	}
 	return out;
 }
 
@@ -372,6 +403,10 @@ misfit(const ColcryptTypeDesc *t, const cc_envelope *env)
 	if (env->type != t->code)
 		return psprintf("The ciphertext holds a value of type %s.", desc_of(env->type)->name);
 	typlen = plain_info(t)->typlen;
+	if (typlen > 0 && (env->flags & CC_ENV_FLAG_PADDED))
+		return psprintf("A value of type %s is never padded.", t->name);
+	if ((env->flags & CC_ENV_FLAG_PADDED) && !cc_pad_is_bucket(env->ctlen))
+		return psprintf("A padded value is %zu bytes long, which is no padding bucket.", env->ctlen);
 	if (typlen > 0 && env->ctlen != (size_t) typlen)
 		return psprintf("A value of type %s has %d bytes of plaintext; this ciphertext has %zu.",
 						t->name, typlen, env->ctlen);
@@ -470,9 +505,9 @@ seal_plain(const ColcryptTypeDesc *t, int32 typmod, Datum plain)
 
 	plain_to_bytes(t, plain, &pb);
 	if (typmod < 0)
-		return seal_bytes(t, CC_TRANSIT_KEY_ID, false, pb.data, pb.len);
-	return seal_bytes(t, ColcryptTypmodKeyId(typmod),
-					  ColcryptTypmodIsDeterministic(typmod), pb.data, pb.len);
+		return seal_bytes(t, CC_TRANSIT_KEY_ID, false, false, pb.data, pb.len);
+	return seal_bytes(t, ColcryptTypmodKeyId(typmod), ColcryptTypmodIsDeterministic(typmod),
+					  ColcryptTypmodIsPadded(typmod), pb.data, pb.len);
 }
 
 /*
@@ -485,6 +520,7 @@ apply_typmod(const ColcryptTypeDesc *t, struct varlena *v, int32 typmod)
 	cc_envelope env;
 	uint32		target;
 	bool		det;
+	bool		pad;
 	uint8	   *pt;
 	size_t		len;
 	struct varlena *res;
@@ -497,8 +533,10 @@ apply_typmod(const ColcryptTypeDesc *t, struct varlena *v, int32 typmod)
 	check_fits(t, &env);
 	target = ColcryptTypmodKeyId(typmod);
 	det = ColcryptTypmodIsDeterministic(typmod);
+	pad = ColcryptTypmodIsPadded(typmod) && plain_info(t)->typlen < 0;
 	if (env.key_id == target &&
-		env.alg == (det ? CC_ALG_AES256_SIV : CC_ALG_AES256_GCM))
+		env.alg == (det ? CC_ALG_AES256_SIV : CC_ALG_AES256_GCM) &&
+		((env.flags & CC_ENV_FLAG_PADDED) != 0) == pad)
 		return v;
 
 	if (env.key_id != CC_TRANSIT_KEY_ID && env.key_id != target &&
@@ -514,7 +552,8 @@ apply_typmod(const ColcryptTypeDesc *t, struct varlena *v, int32 typmod)
 				 errdetail("Moving a value to another key re-encrypts it, which needs the decrypt privilege on its key.")));
 	}
 	pt = open_envelope(&env, &len);
-	res = seal_bytes(t, target, det, pt, len);
+	res = seal_bytes(t, target, det, pad, pt, len);
+	cc_wipe(pt, len);
 	pfree(pt);
 	return res;
 }
@@ -953,26 +992,35 @@ colcrypt_typmod_in(PG_FUNCTION_ARGS)
 	int			n;
 	char	   *name;
 	bool		det = false;
+	bool		pad = false;
+	bool		kind_given = false;
 	uint32		key_id;
+	int32		typmod;
 
 	deconstruct_array(ta, CSTRINGOID, -2, false, TYPALIGN_CHAR, &elems, NULL, &n);
-	if (n < 1 || n > 2)
+	if (n < 1 || n > 3)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("an encrypted type takes a data key name and optionally \"deterministic\""),
-				 errhint("For example: colcrypt.encrypted_text(customers) or colcrypt.encrypted_text(customers, deterministic).")));
+				 errmsg("an encrypted type takes a data key name and optionally \"deterministic\" and \"padded\""),
+				 errhint("For example: colcrypt.encrypted_text(customers) or colcrypt.encrypted_text(customers, deterministic, padded).")));
 	name = DatumGetCString(elems[0]);
-	if (n == 2)
+	for (int i = 1; i < n; i++)
 	{
-		char	   *kind = DatumGetCString(elems[1]);
+		char	   *opt = DatumGetCString(elems[i]);
 
-		if (pg_strcasecmp(kind, "deterministic") == 0)
-			det = true;
-		else if (pg_strcasecmp(kind, "randomized") != 0)
+		if (pg_strcasecmp(opt, "padded") == 0 && !pad)
+			pad = true;
+		else if ((pg_strcasecmp(opt, "deterministic") == 0 || pg_strcasecmp(opt, "randomized") == 0) &&
+				 !kind_given)
+		{
+			det = pg_strcasecmp(opt, "deterministic") == 0;
+			kind_given = true;
+		}
+		else
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("unknown encryption kind \"%s\"", kind),
-					 errhint("Use \"deterministic\", or leave it out for randomized encryption.")));
+					 errmsg("unknown or repeated encryption option \"%s\"", opt),
+					 errhint("Use \"deterministic\" (or leave it out for randomized encryption) and \"padded\" (to hide lengths within buckets).")));
 	}
 	if (name[0] == '#')
 	{
@@ -996,7 +1044,10 @@ colcrypt_typmod_in(PG_FUNCTION_ARGS)
 		if (check_function_bodies)
 			(void) ColcryptGetKeyMetaByName(name, false);
 	}
-	PG_RETURN_INT32(ColcryptMakeTypmod(key_id, det));
+	typmod = ColcryptMakeTypmod(key_id, det);
+	if (pad)
+		typmod |= COLCRYPT_TYPMOD_PADDED;
+	PG_RETURN_INT32(typmod);
 }
 
 PG_FUNCTION_INFO_V1(colcrypt_typmod_out);
@@ -1009,8 +1060,9 @@ colcrypt_typmod_out(PG_FUNCTION_ARGS)
 	ColcryptKeyMeta *meta = colcrypt_preloaded ? ColcryptGetKeyMeta(key_id, true) : NULL;
 	const char *name = meta ? quote_identifier(meta->name) : psprintf("\"#%u\"", key_id);
 
-	PG_RETURN_CSTRING(psprintf("(%s%s)", name,
-							   ColcryptTypmodIsDeterministic(typmod) ? ",deterministic" : ""));
+	PG_RETURN_CSTRING(psprintf("(%s%s%s)", name,
+							   ColcryptTypmodIsDeterministic(typmod) ? ",deterministic" : "",
+							   ColcryptTypmodIsPadded(typmod) ? ",padded" : ""));
 }
 
 /* ----------------------------------------------------------------------
@@ -1063,9 +1115,15 @@ colcrypt_inspect(PG_FUNCTION_ARGS)
 					 env.alg == CC_ALG_AES256_GCM ? "AES-256-GCM" : "AES-256-SIV",
 					 desc_of(env.type)->name);
 	escape_json(&s, key_label(env.key_id));
-	appendStringInfo(&s, ", \"key_id\": %u, \"key_version\": %u, "
-					 "\"plaintext_bytes\": %zu, \"stored_bytes\": %zu}",
-					 env.key_id, env.key_version, env.ctlen,
-					 (size_t) VARSIZE_ANY_EXHDR(v));
+	if (env.flags & CC_ENV_FLAG_PADDED)
+		appendStringInfo(&s, ", \"key_id\": %u, \"key_version\": %u, \"padded\": true, "
+						 "\"padded_bytes\": %zu, \"stored_bytes\": %zu}",
+						 env.key_id, env.key_version, env.ctlen,
+						 (size_t) VARSIZE_ANY_EXHDR(v));
+	else
+		appendStringInfo(&s, ", \"key_id\": %u, \"key_version\": %u, "
+						 "\"plaintext_bytes\": %zu, \"stored_bytes\": %zu}",
+						 env.key_id, env.key_version, env.ctlen,
+						 (size_t) VARSIZE_ANY_EXHDR(v));
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(s.data)));
 }

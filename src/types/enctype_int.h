@@ -47,7 +47,7 @@ extern Datum bytes_to_plain(const ColcryptTypeDesc *t, const uint8 *b, size_t le
 extern void parse_datum(struct varlena *v, cc_envelope *env);
 extern const char *key_label(uint32 key_id);
 extern struct varlena *seal_with(const ColcryptTypeDesc *t, ColcryptDek *d, bool det,
-								 const uint8 *pt, size_t ptlen);
+								 bool pad, const uint8 *pt, size_t ptlen);
 extern uint8 *open_envelope(const cc_envelope *env, size_t *len);
 extern uint8 *try_open_envelope(const cc_envelope *env, size_t *len, cc_status *status);
 extern const char *misfit(const ColcryptTypeDesc *t, const cc_envelope *env);
