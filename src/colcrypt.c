@@ -104,6 +104,15 @@ define_settings(bool preloading)
 							 0,
 							 NULL, NULL, NULL);
 
+	DefineCustomIntVariable("colcrypt.audit_wait_timeout",
+							gettext_noop("Longest time a session waits for room in the audit queue."),
+							gettext_noop("A session whose events fill its share of the queue waits for the writer this long (back-pressure); after that, or where it cannot wait, an event is lost, counted, and written to the audit log as lost. 0: never wait."),
+							&colcrypt_audit_wait_timeout,
+							10000, 0, 3600 * 1000,
+							PGC_SUSET,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
 	DefineCustomBoolVariable("colcrypt.allow_core_dumps",
 							 gettext_noop("Whether a process that has handled key material may still write a core dump."),
 							 gettext_noop("When off, a process makes itself non-dumpable before the first data key, derived subkey, master key or provider secret enters its private memory: no core file of it is written, and other processes of the same operating system user cannot trace it or read its memory."),

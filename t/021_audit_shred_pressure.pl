@@ -49,22 +49,26 @@ $node->safe_psql('postgres', q{
 
 # ---- 1. Flooding --------------------------------------------------------
 my @floods;
+# Two sessions loop denied calls; the third loops failing calls, each on
+# another (missing) key, so that none can be merged.
 for my $i (1 .. 3)
 {
 	my $s = $node->background_psql('postgres', on_error_stop => 0, extra_params => [ '-U', 'mallory' ]);
-	$s->query_until(qr/flooding/, q{
-\echo flooding
-DO $$
-DECLARE t0 timestamptz := clock_timestamp();
+	my $call = $i < 3 ? q{colcrypt.rotate_key('customers')} : q{colcrypt.rotate_key('nosuch_' || n)};
+	$s->query_until(qr/flooding/, qq{
+\\echo flooding
+DO \$\$
+DECLARE t0 timestamptz := clock_timestamp(); n int := 0;
 BEGIN
 	WHILE clock_timestamp() < t0 + interval '6 seconds' LOOP
+		n := n + 1;
 		BEGIN
-			PERFORM colcrypt.rotate_key('customers');
+			PERFORM $call;
 		EXCEPTION WHEN OTHERS THEN NULL;
 		END;
 	END LOOP;
-END $$;
-\echo flood_done
+END \$\$;
+\\echo flood_done
 });
 	push @floods, $s;
 }
@@ -85,6 +89,9 @@ my ($denied_rows, $denied_total) = split /\|/, $node->safe_psql('postgres', q{SE
 	FROM colcrypt.audit_log WHERE role_name = 'mallory' AND action = 'rotate' AND outcome = 'denied'});
 cmp_ok($denied_total, '>', 1000, "the flood's denials are all counted ($denied_total in $denied_rows rows)");
 cmp_ok($denied_rows, '<', $denied_total, 'repeated denials under pressure are merged into rows with counts');
+cmp_ok($node->safe_psql('postgres', q{SELECT count(*) FROM colcrypt.audit_log
+	WHERE role_name = 'mallory' AND outcome = 'failed' AND object_name LIKE 'nosuch%'}), '>', 100,
+	'failing calls on ever new names are recorded too (in the flooding role\'s share)');
 is($node->safe_psql('postgres', q{SELECT count(*) FROM colcrypt.audit_log WHERE action = 'events_lost'}), '0',
 	'no event was lost');
 is($node->safe_psql('postgres', 'SELECT dropped FROM colcrypt.audit_queue'), '0', 'the queue dropped nothing');
@@ -202,6 +209,22 @@ like($log, qr/LOG:  \(not a colcrypt audit record\) colcrypt audit: grant key "c
 	'a RAISE LOG imitating an audit line is marked');
 unlike($log, qr/LOG:  colcrypt audit: grant key "customers"/, '...and never reads like one');
 like($log, qr/LOG:  colcrypt audit: grant key "other" by "postgres": ok/, 'real audit lines are unmarked');
+
+# ---- 7. Losses are durable --------------------------------------------------
+# With the writer unable to insert, key management events fill the whole
+# queue; those that then find no room at commit (where nobody can wait)
+# are counted, and written as one events_lost row once the writer can.
+$node->safe_psql('postgres', 'ALTER TABLE colcrypt.audit_event ADD CONSTRAINT refuse_all CHECK (false) NOT VALID');
+$node->safe_psql('postgres', "SET colcrypt.audit_wait_timeout = 0;\n" . join('', map { "SELECT colcrypt.grant_key('other', 'clerk', 'decrypt');\n"
+	. "SELECT colcrypt.revoke_key('other', 'clerk', 'decrypt');\n" } 1 .. 600));
+cmp_ok($node->safe_psql('postgres', 'SELECT dropped FROM colcrypt.audit_queue'), '>', 0, 'a full queue of key management events loses some');
+$node->safe_psql('postgres', 'ALTER TABLE colcrypt.audit_event DROP CONSTRAINT refuse_all');
+is($node->safe_psql('postgres', 'SELECT colcrypt.audit_flush(60000)'), 't', 'the writer catches up');
+my ($kept, $lost) = split /\|/, $node->safe_psql('postgres', q{SELECT
+	(SELECT count(*) FROM colcrypt.audit_log WHERE object_name = 'other' AND detail LIKE 'decrypt % clerk'),
+	(SELECT sum(occurrences) FROM colcrypt.audit_log WHERE action = 'events_lost')});
+is($kept + $lost, 1200, "every event is either in the log ($kept) or counted there as lost ($lost)");
+is($node->safe_psql('postgres', 'SELECT dropped FROM colcrypt.audit_queue'), $lost, 'the queue\'s count agrees');
 
 $node->stop;
 done_testing();

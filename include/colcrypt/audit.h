@@ -66,6 +66,9 @@ extern void ColcryptRequestShred(Oid dboid);
 /* Shared memory and the writer worker. */
 extern void ColcryptAuditInit(void);
 
+/* colcrypt.audit_wait_timeout: longest wait for room in the queue (ms). */
+extern int	colcrypt_audit_wait_timeout;
+
 /*
  * Server log lines of audit events start with this; while one is being
  * written ColcryptAuditLineInProgress() is true, so that the log hook can

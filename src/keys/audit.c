@@ -22,12 +22,14 @@
  *	  database, role, action, object and detail) is merged into it:
  *	  audit_event.occurrences counts them, last_at says when the last was.
  *	  A loop of denied calls is a few rows with counts, not a million rows.
- *	- Denials are the events any role can cause at will.  Together they may
+ *	- Denials, failures and warnings are the events any role can cause at
+ *	  will (a refused call, a call with a bad name).  Together they may
  *	  hold at most half the slots, and one role's at most ROLE_SLOTS; the
- *	  rest is reserved for everything else (key management, provider
- *	  failures, other roles).  A session whose denial finds no room waits
- *	  for the writer (back-pressure, interruptible) instead of pushing an
- *	  event out.
+ *	  rest is reserved for key management actions.  A session whose event
+ *	  finds no room waits for the writer (back-pressure, interruptible, at
+ *	  most colcrypt.audit_wait_timeout) instead of pushing an event out.
+ *	  A role with ROLE_ACTION_SLOTS events waiting waits likewise before
+ *	  each key management action (wait_for_room).
  *	- Only where waiting is impossible (interrupts held, as at commit, or
  *	  inside a critical section) is an event that finds no room lost; a
  *	  key management event first pushes out a waiting denial.  Every loss
@@ -95,6 +97,8 @@
 #define LOW_SLOTS			(AUDIT_SLOTS / 2)	/* all denials together */
 #define ROLE_SLOTS			(AUDIT_SLOTS / 16)	/* one role's denials */
 #define MERGE_AFTER			8	/* a role's waiting denials before merging */
+#define ROLE_ACTION_SLOTS	(AUDIT_SLOTS / 4)	/* one role's waiting events, before
+												 * its key management waits */
 #define LOSS_DBS			16	/* databases whose losses are counted apart */
 
 typedef enum SlotState
@@ -155,6 +159,8 @@ typedef struct AuditShared
 } AuditShared;
 
 static AuditShared *audit = NULL;
+
+int			colcrypt_audit_wait_timeout = 10000;
 
 /* ----------------------------------------------------------------------
  * Shared memory
@@ -245,13 +251,21 @@ same_event(const AuditSlot *a, const AuditSlot *b)
  * free slot within its class's share; a denial that finds no room waits for
  * the writer where it can (see the header).
  */
+/* Whether this backend may wait for room in the queue now. */
+static bool
+may_wait(void)
+{
+	return colcrypt_audit_wait_timeout > 0 && InterruptHoldoffCount == 0 &&
+		CritSectionCount == 0 && MyBackendType == B_BACKEND && IsTransactionState();
+}
+
 static void
 enqueue(const AuditSlot *ev)
 {
 	bool		low = ev->low;
-	bool		can_wait = low && InterruptHoldoffCount == 0 && CritSectionCount == 0 &&
-		MyBackendType == B_BACKEND && IsTransactionState();
+	bool		can_wait = low && may_wait();
 	bool		slept = false;
+	TimestampTz start = GetCurrentTimestamp();
 
 	for (;;)
 	{
@@ -309,8 +323,9 @@ enqueue(const AuditSlot *ev)
 			slot->seq = audit->next_seq++;
 			slot->state = SLOT_READY;
 		}
-		else if (!can_wait)
-			note_loss(ev->dboid, ev->count);
+		else if (!can_wait ||
+				 TimestampDifferenceExceeds(start, GetCurrentTimestamp(), colcrypt_audit_wait_timeout))
+			note_loss(ev->dboid, ev->count);	/* counted, and logged as lost */
 		else
 			done = false;
 		LWLockRelease(audit->lock);
@@ -399,7 +414,8 @@ fill_event(AuditSlot *ev, const char *action, const char *object_type,
 	ev->version = version;
 	copy_clipped(ev->outcome, outcome, sizeof(ev->outcome));
 	copy_clipped(ev->detail, detail ? detail : "", sizeof(ev->detail));
-	ev->low = strcmp(outcome, "denied") == 0;
+	/* Everything but a key management action is in the shared class. */
+	ev->low = true;
 	ev->count = 1;
 	ev->last_at = ev->at;
 }
@@ -534,6 +550,42 @@ audit_subxact_cb(SubXactEvent event, SubTransactionId mySubid,
 		settle_pending("rolled back", mySubid);
 }
 
+/*
+ * Back-pressure on key management: a role with ROLE_ACTION_SLOTS events
+ * waiting waits here, while it can (its event is queued only at commit,
+ * where nobody can wait), for the writer to make room, at most
+ * colcrypt.audit_wait_timeout.  So one role's stream of key management
+ * cannot fill the queue that others' events need.
+ */
+static void
+wait_for_room(const AuditSlot *ev)
+{
+	TimestampTz start = GetCurrentTimestamp();
+	bool		slept = false;
+
+	if (audit == NULL || !may_wait() || RecoveryInProgress())
+		return;
+	for (;;)
+	{
+		int			nrole = 0;
+
+		LWLockAcquire(audit->lock, LW_SHARED);
+		for (int i = 0; i < AUDIT_SLOTS; i++)
+			if (audit->slots[i].state != SLOT_FREE && strcmp(audit->slots[i].role, ev->role) == 0)
+				nrole++;
+		LWLockRelease(audit->lock);
+		if (nrole < ROLE_ACTION_SLOTS ||
+			TimestampDifferenceExceeds(start, GetCurrentTimestamp(), colcrypt_audit_wait_timeout))
+			break;
+		kick_writer(ev->dboid, false);
+		slept = true;
+		(void) ConditionVariableTimedSleep(&audit->written, 100, PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (slept)
+		ConditionVariableCancelSleep();
+}
+
 void
 ColcryptAuditAction(const char *action, const char *object_type,
 					const char *object_name, int32 version, const char *detail)
@@ -552,6 +604,8 @@ ColcryptAuditAction(const char *action, const char *object_type,
 	pa = MemoryContextAlloc(TopMemoryContext, sizeof(PendingAction));
 	pa->subid = GetCurrentSubTransactionId();
 	fill_event(&pa->ev, action, object_type, object_name, version, "", detail);
+	pa->ev.low = false;
+	wait_for_room(&pa->ev);
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	pending = lappend(pending, pa);
 	MemoryContextSwitchTo(old);
@@ -797,7 +851,7 @@ insert_events(AuditSlot *evs, int n, uint64 lost)
 		snprintf(ev.detail, sizeof(ev.detail),
 				 UINT64_FORMAT " audit events of this database were lost: the queue was full where the session could not wait, or the table refused them",
 				 lost);
-		ev.count = 1;
+		ev.count = (int64) lost;	/* occurrences: how many were lost */
 		if (!insert_one(plan, &ev))
 			elog(ERROR, "could not record " UINT64_FORMAT " lost audit events", lost);
 	}
