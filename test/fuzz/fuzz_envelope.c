@@ -80,6 +80,18 @@ check_envelope(const uint8_t *buf, size_t len)
 	/* The writer makes the same header for the same fields. */
 	cc_envelope_init(hdr, (cc_alg) env.alg, (cc_type_code) env.type, env.key_id,
 					 env.key_version, 0, &again);
+	if (env.flags & ~CC_ENV_FLAG_PADDED)
+		fail("the parser accepted reserved flag bits", NULL);
+	cc_envelope_set_flags(hdr, env.flags, &again);
+	/* Unpadding never reads outside the ciphertext nor finds more than it. */
+	if (env.flags & CC_ENV_FLAG_PADDED)
+	{
+		size_t		n;
+
+		if (cc_unpad(env.ct, env.ctlen, &n) && n >= env.ctlen)
+			fail("unpadding found a longer plaintext than the ciphertext", NULL);
+		(void) cc_pad_is_bucket(env.ctlen);
+	}
 	if (memcmp(hdr, buf, CC_ENV_HEADER_LEN) != 0)
 		fail("cc_envelope_init writes another header than the one parsed", NULL);
 }
