@@ -31,9 +31,20 @@ CREATE OPERATOR sp_open.|| (LEFTARG = colcrypt.encrypted_text, RIGHTARG = text, 
 CREATE FUNCTION sp_open.mul_trap(colcrypt.encrypted_int4, integer) RETURNS integer LANGUAGE sql
     AS $$SELECT sp_open.note('mul ' || $1::text); SELECT 0$$;
 CREATE OPERATOR sp_open.* (LEFTARG = colcrypt.encrypted_int4, RIGHTARG = integer, FUNCTION = sp_open.mul_trap);
-CREATE FUNCTION sp_open.add_trap(colcrypt.encrypted_int4, colcrypt.encrypted_int4) RETURNS integer LANGUAGE sql
-    AS $$SELECT sp_open.note('add ' || $1::text); SELECT 0$$;
-CREATE OPERATOR sp_open.+ (LEFTARG = colcrypt.encrypted_int4, RIGHTARG = colcrypt.encrypted_int4, FUNCTION = sp_open.add_trap);
+CREATE FUNCTION sp_open.add_trap(colcrypt.encrypted_int4, colcrypt.encrypted_int8) RETURNS bigint LANGUAGE sql
+    AS $$SELECT sp_open.note('add ' || $1::text); SELECT 0::int8$$;
+CREATE OPERATOR sp_open.+ (LEFTARG = colcrypt.encrypted_int4, RIGHTARG = colcrypt.encrypted_int8, FUNCTION = sp_open.add_trap);
+CREATE FUNCTION sp_open.key_trap(colcrypt.encrypted_jsonb, colcrypt.encrypted_text) RETURNS jsonb LANGUAGE sql
+    AS $$SELECT sp_open.note('key ' || $1::text); SELECT '{}'::jsonb$$;
+CREATE OPERATOR sp_open.-> (LEFTARG = colcrypt.encrypted_jsonb, RIGHTARG = colcrypt.encrypted_text, FUNCTION = sp_open.key_trap);
+CREATE FUNCTION sp_open.normalize(colcrypt.encrypted_text) RETURNS text LANGUAGE sql
+    AS $$SELECT sp_open.note('normalize ' || $1::text); SELECT 'x'$$;
+CREATE FUNCTION sp_open.mul_same(colcrypt.encrypted_int4, colcrypt.encrypted_int4) RETURNS integer LANGUAGE sql
+    AS $$SELECT sp_open.note('mul same ' || $2::text); SELECT 0$$;
+CREATE OPERATOR sp_open.* (LEFTARG = colcrypt.encrypted_int4, RIGHTARG = colcrypt.encrypted_int4, FUNCTION = sp_open.mul_same);
+CREATE FUNCTION sp_open.mul_right(integer, colcrypt.encrypted_int4) RETURNS integer LANGUAGE sql
+    AS $$SELECT sp_open.note('mul right ' || $2::text); SELECT 0$$;
+CREATE OPERATOR sp_open.* (LEFTARG = integer, RIGHTARG = colcrypt.encrypted_int4, FUNCTION = sp_open.mul_right);
 CREATE FUNCTION sp_open.arrow_trap(colcrypt.encrypted_jsonb, text) RETURNS jsonb LANGUAGE sql
     AS $$SELECT sp_open.note('arrow ' || $1::text); SELECT '{}'::jsonb$$;
 CREATE OPERATOR sp_open.-> (LEFTARG = colcrypt.encrypted_jsonb, RIGHTARG = text, FUNCTION = sp_open.arrow_trap);
@@ -56,14 +67,21 @@ RESET ROLE;
 -- The application's table, and its queries with sp_open on its path
 -- (pg_catalog implicitly first, as by default).
 CREATE TABLE sp_open.people (id int, name colcrypt.encrypted_text(sp_key), n colcrypt.encrypted_int4(sp_key),
-    doc colcrypt.encrypted_jsonb(sp_key), born colcrypt.encrypted_date(sp_key));
+    doc colcrypt.encrypted_jsonb(sp_key), born colcrypt.encrypted_date(sp_key),
+    n8 colcrypt.encrypted_int8(sp_key), field colcrypt.encrypted_text(sp_key));
 ALTER TABLE sp_open.people OWNER TO sp_app;
 SET ROLE sp_app;
 SET search_path = sp_open;
-INSERT INTO people VALUES (1, 'Alice Secret', 41, '{"ssn": "123"}', '1980-02-03');
-SELECT upper(name), length(name), name LIKE 'Alice%', name || '!', n * 2, n + n, doc -> 'ssn',
-       extract(year FROM born), replace(name, 'Secret', 'S.') FROM people;
+INSERT INTO people VALUES (1, 'Alice Secret', 41, '{"ssn": "123"}', '1980-02-03', 1000, 'ssn');
+SELECT upper(name), length(name), name LIKE 'Alice%', name || '!', n * 2, n + n8, doc -> 'ssn',
+       doc -> field, extract(year FROM born), replace(name, 'Secret', 'S.'), normalize(name),
+       born - '1980-01-01', born + n, n8 - n FROM people;
 SELECT count(*) FROM people WHERE name LIKE '%Secret%' AND n * 2 = 82;
+-- Literals stay plain values: a view over them is allowed, and the filter
+-- compares with a plain constant.
+CREATE VIEW people_a AS SELECT id FROM people WHERE name LIKE 'A%' AND doc @> '{"ssn": "123"}';
+SELECT * FROM people_a;
+EXPLAIN (COSTS OFF) SELECT id FROM people WHERE name LIKE 'A%';
 RESET search_path;
 RESET ROLE;
 SELECT count(*) AS captured FROM sp_open.loot;
@@ -96,5 +114,11 @@ SET ROLE sp_app;
 SET search_path = sp_open, pg_catalog;
 SELECT upper(name) FROM sp_open.people;
 RESET search_path;
+-- ...and an operator on two values of one type with the encrypted one on
+-- the right (enc * enc, 5 * enc) is reached through the casts, so a planted
+-- exact operator wins (README, threat model).
+SET search_path = sp_open;
+SELECT n * n, 5 * n FROM sp_open.people;
+RESET search_path;
 RESET ROLE;
-SELECT what FROM sp_open.loot;
+SELECT what FROM sp_open.loot ORDER BY what;

@@ -80,6 +80,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -141,6 +142,7 @@ typedef struct WriterEntry
 	Latch	   *latch;			/* to wake it */
 	TimestampTz started;		/* when it was requested */
 	bool		shred_requested;	/* run ColcryptShredPending() */
+	uint64		lost_taken;		/* loss count taken, not yet written */
 } WriterEntry;
 
 typedef struct AuditShared
@@ -152,7 +154,10 @@ typedef struct AuditShared
 	pg_atomic_uint64 merged;	/* events merged into a waiting one */
 	LossCount	losses[LOSS_DBS];	/* lost and not yet logged, per database */
 	Latch	   *static_latch;	/* the static writer, while it waits */
-	Oid			static_shred_db;	/* shredding wanted, no writer could start */
+	Oid			static_shred_dbs[AUDIT_WRITERS];	/* shredding wanted, no writer
+													 * could start */
+	Oid			static_trying;	/* the database the static writer connects to,
+								 * until it is in */
 	WriterEntry writers[AUDIT_WRITERS];
 	uint64		written_seq[AUDIT_WRITERS]; /* highest seq written per writer db */
 	AuditSlot	slots[AUDIT_SLOTS];
@@ -332,11 +337,27 @@ enqueue(const AuditSlot *ev)
 		if (done)
 			break;
 
-		/* Back-pressure: wait for the writer to make room. */
+		/*
+		 * Back-pressure: wait for the writer to make room.  A cancel or a
+		 * timeout ending the wait counts the event as lost first: nobody
+		 * escapes the record by cancelling.
+		 */
 		kick_writer(ev->dboid, false);
 		slept = true;
-		(void) ConditionVariableTimedSleep(&audit->written, 100, PG_WAIT_EXTENSION);
-		CHECK_FOR_INTERRUPTS();
+		PG_TRY();
+		{
+			(void) ConditionVariableTimedSleep(&audit->written, 100, PG_WAIT_EXTENSION);
+			CHECK_FOR_INTERRUPTS();
+		}
+		PG_CATCH();
+		{
+			LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+			note_loss(ev->dboid, ev->count);
+			LWLockRelease(audit->lock);
+			ConditionVariableCancelSleep();
+			PG_RE_THROW();
+		}
+		PG_END_TRY();
 	}
 	if (slept)
 		ConditionVariableCancelSleep();
@@ -422,6 +443,33 @@ fill_event(AuditSlot *ev, const char *action, const char *object_type,
 
 static bool line_in_progress = false;
 
+/*
+ * A field of an audit log line: control characters always escaped (no
+ * field can start a line of its own), and within quotes, quotes and
+ * backslashes too (a name cannot close its quotes and forge the fields
+ * after it).
+ */
+static char *
+log_field(const char *s, bool quoted)
+{
+	StringInfoData b;
+
+	initStringInfo(&b);
+	for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+	{
+		if (*p < 0x20 || *p == 0x7f)
+			appendStringInfo(&b, "\\x%02x", *p);
+		else if (quoted && (*p == '"' || *p == '\\'))
+		{
+			appendStringInfoChar(&b, '\\');
+			appendStringInfoChar(&b, (char) *p);
+		}
+		else
+			appendStringInfoChar(&b, (char) *p);
+	}
+	return b.data;
+}
+
 bool
 ColcryptAuditLineInProgress(void)
 {
@@ -446,8 +494,10 @@ record(const AuditSlot *ev)
 		{
 			ereport(LOG,
 					(errmsg(COLCRYPT_AUDIT_LOG_PREFIX " %s %s \"%s\"%s by \"%s\": %s%s%s",
-							ev->action, ev->object_type, ev->object_name, version,
-							ev->role, ev->outcome, ev->detail[0] ? ": " : "", ev->detail),
+							log_field(ev->action, false), log_field(ev->object_type, false),
+							log_field(ev->object_name, true), version,
+							log_field(ev->role, true), ev->outcome, ev->detail[0] ? ": " : "",
+							log_field(ev->detail, false)),
 					 errhidestmt(true), errhidecontext(true)));
 		}
 		PG_FINALLY();
@@ -626,6 +676,7 @@ ColcryptAudited(FunctionCallInfo fcinfo, const char *action, const char *object_
 				Datum (*body) (FunctionCallInfo fcinfo))
 {
 	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
 	char	   *name = NULL;
 	Datum		result = (Datum) 0;
 
@@ -644,9 +695,22 @@ ColcryptAudited(FunctionCallInfo fcinfo, const char *action, const char *object_
 			get_fn_expr_argtype(fcinfo->flinfo, 1) == NAMEOID)
 			name = psprintf("%s.%s", name, NameStr(*PG_GETARG_NAME(1)));
 	}
+
+	/*
+	 * The body runs in a subtransaction of its own, so that a failure is
+	 * recorded after it is cleaned up: locks and buffers released, the
+	 * caller's user id back (an error inside ColcryptCatalogExec happens as
+	 * the catalog's owner), the error state cleared (recording may wait for
+	 * room in the queue).  Then the same error is raised again.
+	 */
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
 		result = body(fcinfo);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
 	}
 	PG_CATCH();
 	{
@@ -654,13 +718,10 @@ ColcryptAudited(FunctionCallInfo fcinfo, const char *action, const char *object_
 
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
-
-		/*
-		 * Recorded with the error state cleared (recording may wait for
-		 * room in the queue, and a cancel may end that wait), then the
-		 * same error raised again.
-		 */
 		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
 		ColcryptAuditEvent(action, object_type, name, 0,
 						   edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE ? "denied" : "failed",
 						   psprintf("%s: %s", unpack_sql_state(edata->sqlerrcode), edata->message));
@@ -723,9 +784,23 @@ start_writer(Oid dboid, bool shred)
 		 * reserved.
 		 */
 		LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+		if (shred || w->shred_requested)
+		{
+			int			free_i = -1;
+			bool		listed = false;
+
+			for (int i = 0; i < AUDIT_WRITERS; i++)
+			{
+				if (audit->static_shred_dbs[i] == dboid)
+					listed = true;
+				else if (!OidIsValid(audit->static_shred_dbs[i]) && free_i < 0)
+					free_i = i;
+			}
+			if (!listed && free_i >= 0)
+				audit->static_shred_dbs[free_i] = dboid;
+			/* (else: a writer's start-up shreds what it finds pending) */
+		}
 		w->dboid = InvalidOid;
-		if (shred)
-			audit->static_shred_db = dboid;
 		wake = audit->static_latch;
 		LWLockRelease(audit->lock);
 		if (wake != NULL)
@@ -749,14 +824,9 @@ slot_seq_cmp(const void *a, const void *b)
  * Insert one event, in a subtransaction of its own; false (the error logged)
  * if the table refused it.
  */
-static bool
-insert_one(SPIPlanPtr plan, const AuditSlot *ev)
+static void
+event_values(const AuditSlot *ev, Datum *values)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	Datum		values[12];
-	bool		ok = true;
-
 	values[0] = TimestampTzGetDatum(ev->at);
 	values[1] = DirectFunctionCall1(namein, CStringGetDatum(ev->role));
 	values[2] = DirectFunctionCall1(namein, CStringGetDatum(ev->session_role));
@@ -769,19 +839,38 @@ insert_one(SPIPlanPtr plan, const AuditSlot *ev)
 	values[9] = Int32GetDatum(ev->pid);
 	values[10] = Int64GetDatum(Max(ev->count, 1));
 	values[11] = TimestampTzGetDatum(ev->last_at ? ev->last_at : ev->at);
+}
+
+/*
+ * Insert events, in one subtransaction; false if the table refused one (all
+ * of them rolled back; the error logged when report).
+ */
+static bool
+insert_some(SPIPlanPtr plan, const AuditSlot *evs, int n, bool report)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	bool		ok = true;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
-			elog(ERROR, "could not insert an audit event");
+		for (int i = 0; i < n; i++)
+		{
+			Datum		values[12];
+
+			event_values(&evs[i], values);
+			if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_INSERT)
+				elog(ERROR, "could not insert an audit event");
+		}
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{
 		MemoryContextSwitchTo(cxt);
-		EmitErrorReport();
+		if (report)
+			EmitErrorReport();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		ok = false;
@@ -790,6 +879,12 @@ insert_one(SPIPlanPtr plan, const AuditSlot *ev)
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
 	return ok;
+}
+
+static bool
+insert_one(SPIPlanPtr plan, const AuditSlot *ev)
+{
+	return insert_some(plan, ev, 1, true);
 }
 
 /*
@@ -821,6 +916,12 @@ insert_events(AuditSlot *evs, int n, uint64 lost)
 	plan = SPI_prepare(sql, 12, types);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare the audit insert: %s", SPI_result_code_string(SPI_result));
+	/* All at once; one by one only when the table refused something. */
+	if (n > 0 && !insert_some(plan, evs, n, false))
+		ereport(LOG,
+				(errmsg("colcrypt: the audit table refused a batch of %d events; inserting them one by one", n)));
+	else
+		n = 0;					/* all in */
 	for (int i = 0; i < n; i++)
 	{
 		AuditSlot	plain;
@@ -960,6 +1061,8 @@ writer_exit(int code, Datum arg)
 	if (w->pid == MyProcPid)
 	{
 		return_taken(w->dboid, PG_UINT64_MAX);
+		return_losses(w->dboid, w->lost_taken);
+		w->lost_taken = 0;
 		w->dboid = InvalidOid;
 		w->pid = 0;
 		w->latch = NULL;
@@ -983,7 +1086,15 @@ writer_loop(Oid dboid, int idle_exit_code)
 	int			failures = 0;
 	bool		first = true;	/* shred what a crash or a lost request left */
 
-	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	/* A database its owner closed to connections still gets its events. */
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, BGWORKER_BYPASS_ALLOWCONN);
+	if (idle_exit_code != 0)
+	{
+		/* The static writer got in (see colcrypt_audit_static_main). */
+		LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+		audit->static_trying = InvalidOid;
+		LWLockRelease(audit->lock);
+	}
 	batch = MemoryContextAlloc(TopMemoryContext, sizeof(AuditSlot) * AUDIT_SLOTS);
 	/* Settings of the database or the cluster must not stop it writing. */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
@@ -1028,13 +1139,15 @@ writer_loop(Oid dboid, int idle_exit_code)
 			}
 		}
 		work.lost = take_losses(dboid);
+		w->lost_taken = work.lost;
 		work.shred = w->shred_requested || first;
 		w->shred_requested = false;
-		if (audit->static_shred_db == dboid)
-		{
-			work.shred = true;
-			audit->static_shred_db = InvalidOid;
-		}
+		for (int i = 0; i < AUDIT_WRITERS; i++)
+			if (audit->static_shred_dbs[i] == dboid)
+			{
+				work.shred = true;
+				audit->static_shred_dbs[i] = InvalidOid;
+			}
 		first = false;
 		if (work.n == 0 && work.lost == 0 && !work.shred &&
 			TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), WRITER_IDLE_MS))
@@ -1057,9 +1170,10 @@ writer_loop(Oid dboid, int idle_exit_code)
 			{
 				if (!work.installed)
 					ereport(LOG,
-							(errmsg("colcrypt: %d audit events for database %u discarded: colcrypt is not installed there",
-									work.n, dboid)));
+							(errmsg("colcrypt: %d audit events (and " UINT64_FORMAT " lost ones) for database %u discarded: colcrypt is not installed there",
+									work.n, work.lost, dboid)));
 				LWLockAcquire(audit->lock, LW_EXCLUSIVE);
+				w->lost_taken = 0;
 				for (int i = 0; i < AUDIT_SLOTS; i++)
 				{
 					AuditSlot  *s = &audit->slots[i];
@@ -1077,6 +1191,7 @@ writer_loop(Oid dboid, int idle_exit_code)
 				LWLockAcquire(audit->lock, LW_EXCLUSIVE);
 				return_taken(dboid, maxseq);
 				return_losses(dboid, work.lost);
+				w->lost_taken = 0;
 				LWLockRelease(audit->lock);
 				failed = true;
 			}
@@ -1158,9 +1273,9 @@ unserved_database(void)
 	for (int i = 0; i < LOSS_DBS && !OidIsValid(dboid); i++)
 		if (audit->losses[i].n > 0 && writer_for(audit->losses[i].dboid) == NULL)
 			dboid = audit->losses[i].dboid;
-	if (!OidIsValid(dboid) && OidIsValid(audit->static_shred_db) &&
-		writer_for(audit->static_shred_db) == NULL)
-		dboid = audit->static_shred_db;
+	for (int i = 0; i < AUDIT_WRITERS && !OidIsValid(dboid); i++)
+		if (OidIsValid(audit->static_shred_dbs[i]) && writer_for(audit->static_shred_dbs[i]) == NULL)
+			dboid = audit->static_shred_dbs[i];
 	if (!OidIsValid(dboid) || (w = writer_for(InvalidOid)) == NULL)
 		return InvalidOid;
 	w->dboid = dboid;
@@ -1190,7 +1305,38 @@ colcrypt_audit_static_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	LWLockAcquire(audit->lock, LW_EXCLUSIVE);
 	audit->static_latch = MyLatch;
-	LWLockRelease(audit->lock);
+
+	/*
+	 * The last incarnation could not connect to the database it went for
+	 * (with BGWORKER_BYPASS_ALLOWCONN that means the database was dropped):
+	 * its waiting events have nowhere to go.  Let them go, loudly, so that
+	 * they hold no slots and no writer tries again.
+	 */
+	if (OidIsValid(audit->static_trying))
+	{
+		Oid			gone = audit->static_trying;
+		int			n = 0;
+		uint64		lost;
+
+		audit->static_trying = InvalidOid;
+		for (int i = 0; i < AUDIT_SLOTS; i++)
+			if (audit->slots[i].state != SLOT_FREE && audit->slots[i].dboid == gone)
+			{
+				audit->slots[i].state = SLOT_FREE;
+				n++;
+			}
+		lost = take_losses(gone);
+		for (int i = 0; i < AUDIT_WRITERS; i++)
+			if (audit->static_shred_dbs[i] == gone)
+				audit->static_shred_dbs[i] = InvalidOid;
+		LWLockRelease(audit->lock);
+		ereport(LOG,
+				(errmsg("colcrypt: %d audit events (and " UINT64_FORMAT " lost ones) of database %u discarded: the writer could not connect to it",
+						n, lost, gone)));
+		ConditionVariableBroadcast(&audit->written);
+	}
+	else
+		LWLockRelease(audit->lock);
 	before_shmem_exit(static_writer_exit, (Datum) 0);
 
 	while (!OidIsValid(dboid))
@@ -1210,7 +1356,10 @@ colcrypt_audit_static_main(Datum arg)
 		}
 		dboid = unserved_database();
 		if (OidIsValid(dboid))
+		{
 			audit->static_latch = NULL;
+			audit->static_trying = dboid;	/* cleared once connected */
+		}
 		LWLockRelease(audit->lock);
 		if (!OidIsValid(dboid))
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

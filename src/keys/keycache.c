@@ -313,10 +313,11 @@ slot_expired(KeySlot *s, TimestampTz now)
 
 /*
  * What one key and one key owner may hold, so that nobody's keys push the
- * others' out: a key at most KEY_SHARE of the slots (its versions), an
- * owner's keys together at most OWNER_SHARE.  At its share, a new entry
- * takes the place of the least recently used entry of the same key (or
- * owner), never another's.
+ * others' out: a key at most KEY_SHARE of the slots (its versions), always;
+ * an owner's keys together at most OWNER_SHARE once the cache is full.  At
+ * its share, a new entry takes the place of the least recently used entry
+ * of the same key (or owner), never another's.  Below them, an empty slot,
+ * else the least recently used entry.
  */
 #define KEY_SHARE(n)	Max(4, (n) / 8)
 #define OWNER_SHARE(n)	Max(8, (n) * 3 / 4)
@@ -368,10 +369,10 @@ claim_slot(uint32 key_id, Oid owner)
 	}
 	if (key_n >= KEY_SHARE(cache->nslots))
 		victim = lru_key;
-	else if (own_n >= OWNER_SHARE(cache->nslots))
-		victim = lru_own;
 	else if (empty != NULL)
 		return empty;
+	else if (own_n >= OWNER_SHARE(cache->nslots))
+		victim = lru_own;
 	else
 		victim = lru_all;
 	if (victim != NULL)

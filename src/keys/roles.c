@@ -39,6 +39,7 @@
 #include "commands/user.h"
 #include "miscadmin.h"
 #include "nodes/parsenodes.h"
+#include "storage/lmgr.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -91,7 +92,6 @@ static void
 sync_role_deps(void)
 {
 	Oid			extoid = get_extension_oid("colcrypt", true);
-	Oid			extowner = InvalidOid;
 	Oid		   *oldm;
 	Oid		   *newm;
 	int			nold;
@@ -103,11 +103,16 @@ sync_role_deps(void)
 
 	if (!OidIsValid(extoid))
 		return;
+
+	/*
+	 * One at a time, each reading what the others committed: two changes
+	 * that each see the other's role as named could otherwise both leave
+	 * the record without it.  (The lock is held to the end of the
+	 * transaction; in read committed the statements below see what the
+	 * transaction before committed.)
+	 */
+	LockDatabaseObject(ExtensionRelationId, extoid, 0, ShareUpdateExclusiveLock);
 	values[0] = ObjectIdGetDatum(extoid);
-	ColcryptCatalogExec("SELECT extowner FROM pg_extension WHERE oid = $1",
-						1, types, values, NULL, &d, &isnull);
-	if (!isnull)
-		extowner = DatumGetObjectId(d);
 	ColcryptCatalogExec("SELECT array_agg(DISTINCT refobjid ORDER BY refobjid) FROM pg_shdepend"
 						" WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())"
 						"   AND classid = 'pg_extension'::regclass AND objid = $1 AND objsubid = 0"
@@ -117,7 +122,11 @@ sync_role_deps(void)
 	ColcryptCatalogExec("SELECT array_agg(DISTINCT r ORDER BY r) FROM (" NAMED_ROLES ") s",
 						0, NULL, NULL, NULL, &d, &isnull);
 	nnew = oid_array(d, isnull, &newm);
-	updateAclDependencies(ExtensionRelationId, extoid, 0, extowner, nold, oldm, nnew, newm);
+	/*
+	 * No owner to skip: the extension's owner is recorded too, so that it
+	 * stays recorded when REASSIGN OWNED gives the extension to another.
+	 */
+	updateAclDependencies(ExtensionRelationId, extoid, 0, InvalidOid, nold, oldm, nnew, newm);
 }
 
 PG_FUNCTION_INFO_V1(colcrypt_role_deps);

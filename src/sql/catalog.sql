@@ -148,6 +148,12 @@ CREATE TRIGGER role_deps AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON colcryp
     FOR EACH STATEMENT EXECUTE FUNCTION colcrypt._role_deps();
 CREATE TRIGGER role_deps AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON colcrypt.provider_grant
     FOR EACH STATEMENT EXECUTE FUNCTION colcrypt._role_deps();
+-- Also where triggers are off for replicas (logical replication's apply).
+ALTER TABLE colcrypt.data_key ENABLE ALWAYS TRIGGER role_deps;
+ALTER TABLE colcrypt.key_grant ENABLE ALWAYS TRIGGER role_deps;
+ALTER TABLE colcrypt.master_key ENABLE ALWAYS TRIGGER role_deps;
+ALTER TABLE colcrypt.master_key_grant ENABLE ALWAYS TRIGGER role_deps;
+ALTER TABLE colcrypt.provider_grant ENABLE ALWAYS TRIGGER role_deps;
 
 REVOKE ALL ON ALL TABLES IN SCHEMA colcrypt FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA colcrypt FROM PUBLIC;
@@ -340,11 +346,13 @@ $reencrypt$;
 CREATE PROCEDURE colcrypt.reencrypt(tbl regclass, batch_size integer DEFAULT 10000)
 LANGUAGE plpgsql AS $reencrypt$
 DECLARE
-    rels    oid[];
-    labels  text[];
-    n       integer;
-    caller_path text := pg_catalog.current_setting('search_path');
-    tbl_label   text;
+    -- Types by schema: the declarations are compiled under the caller's
+    -- search_path.
+    rels    pg_catalog.oid[];
+    labels  pg_catalog.text[];
+    n       pg_catalog.int4;
+    caller_path pg_catalog.text := pg_catalog.current_setting('search_path');
+    tbl_label   pg_catalog.text;
 BEGIN
     -- Nothing from the caller's schemas may run here (a procedure that
     -- commits cannot have a SET clause): a transaction-local search_path,
@@ -357,9 +365,9 @@ BEGIN
     -- Names as the caller's search_path shows them, for the messages (the
     -- casts and the ordering below resolve nothing by name).
     PERFORM pg_catalog.set_config('search_path', caller_path, true);
-    SELECT pg_catalog.array_agg(r::regclass::text ORDER BY o) INTO labels
+    SELECT pg_catalog.array_agg(r::pg_catalog.regclass::pg_catalog.text ORDER BY o) INTO labels
       FROM pg_catalog.unnest(rels) WITH ORDINALITY AS u(r, o);
-    tbl_label := tbl::text;
+    tbl_label := tbl::pg_catalog.text;
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     n := coalesce(pg_catalog.cardinality(rels), 0);
     IF n = 0 THEN
@@ -368,7 +376,7 @@ BEGIN
     END IF;
     FOR i IN 1 .. n LOOP
         PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
-        CALL colcrypt._reencrypt_relation(rels[i]::regclass, labels[i], batch_size);
+        CALL colcrypt._reencrypt_relation(rels[i]::pg_catalog.regclass, labels[i], batch_size);
     END LOOP;
 END
 $reencrypt$;

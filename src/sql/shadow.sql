@@ -61,8 +61,10 @@ DECLARE
     f record;
     o record;
     enc text;
+    args oid[];
     pos int[];
     okpos int[];
+    other text;
     argtypes text[];
     callargs text[];
     vol text;
@@ -72,46 +74,53 @@ BEGIN
     LOOP
         enc := 'colcrypt.encrypted_' || t.plain;
         -- Functions: every overload of the listed names with the plain
-        -- type among at most four fixed, non-internal arguments.
+        -- type among at most seven fixed, non-internal arguments, at each
+        -- arity its defaults allow (normalize(x) as well as normalize(x, f)).
         FOR f IN
-            SELECT p.oid, p.proname, ARRAY(SELECT unnest(p.proargtypes::oid[])) AS args, p.prorettype, p.proisstrict,
-                   p.provolatile, p.proparallel
+            SELECT p.oid, p.proname, ARRAY(SELECT unnest(p.proargtypes::oid[])) AS allargs,
+                   p.pronargdefaults, p.prorettype, p.proisstrict, p.provolatile, p.proparallel
               FROM pg_catalog.pg_proc p
              WHERE p.pronamespace = 'pg_catalog'::regnamespace AND p.prokind = 'f'
                AND p.proname IN (SELECT jsonb_array_elements_text(fn_names -> t.plain))
-               AND NOT p.proretset AND p.provariadic = 0 AND p.pronargs BETWEEN 1 AND 4
+               AND NOT p.proretset AND p.provariadic = 0 AND p.pronargs BETWEEN 1 AND 7
                AND t.plain::regtype = ANY (p.proargtypes::oid[])
                AND NOT EXISTS (SELECT FROM unnest(p.proargtypes::oid[]) a
                                 JOIN pg_catalog.pg_type ty ON ty.oid = a
                                WHERE ty.typtype = 'p')
              ORDER BY p.proname, p.oid
         LOOP
-            pos := ARRAY(SELECT i FROM generate_subscripts(f.args, 1) i WHERE f.args[i] = t.plain::regtype);
+          FOR na IN greatest(1, cardinality(f.allargs) - f.pronargdefaults) .. cardinality(f.allargs) LOOP
+            args := f.allargs[1:na];
+            pos := ARRAY(SELECT i FROM generate_subscripts(args, 1) i WHERE args[i] = t.plain::regtype);
+            CONTINUE WHEN cardinality(pos) = 0 OR cardinality(pos) > 4;
             -- A call with an untyped literal there must resolve as before:
             -- only where the plain type is its category's preferred type,
-            -- or an overload takes that preferred type at the position (it
-            -- wins over both), is an encrypted signature added.
+            -- or an overload callable with as many arguments takes that
+            -- preferred type at the position (it wins over both), is an
+            -- encrypted signature added.
             okpos := ARRAY(SELECT i FROM unnest(pos) i
                             WHERE EXISTS (SELECT FROM pg_catalog.pg_proc q
                                             JOIN pg_catalog.pg_type qt ON qt.oid = (q.proargtypes::oid[])[i - 1]
                                             JOIN pg_catalog.pg_type pt ON pt.oid = t.plain::regtype
                                            WHERE q.pronamespace = 'pg_catalog'::regnamespace
-                                             AND q.proname = f.proname AND q.pronargs = cardinality(f.args)
+                                             AND q.proname = f.proname
+                                             AND na BETWEEN q.pronargs - q.pronargdefaults AND q.pronargs
                                              AND qt.typispreferred AND qt.typcategory = pt.typcategory));
             vol := CASE WHEN f.provolatile = 'v' THEN 'VOLATILE' ELSE 'STABLE' END;
             FOR mask IN 1 .. (1 << cardinality(pos)) - 1 LOOP
-                argtypes := ARRAY(SELECT CASE WHEN i = ANY (pos) AND (mask >> (array_position(pos, i) - 1)) & 1 = 1
-                                              THEN enc ELSE format_type(f.args[i], NULL) END
-                                    FROM generate_subscripts(f.args, 1) i ORDER BY i);
-                callargs := ARRAY(SELECT CASE WHEN argtypes[i] = enc
-                                              THEN format('$%s::pg_catalog.%s', i, t.plain) ELSE format('$%s', i) END
-                                    FROM generate_subscripts(f.args, 1) i ORDER BY i);
                 CONTINUE WHEN EXISTS (SELECT FROM unnest(pos) i
                                        WHERE (mask >> (array_position(pos, i) - 1)) & 1 = 1
                                          AND NOT i = ANY (okpos));
+                argtypes := ARRAY(SELECT CASE WHEN i = ANY (pos) AND (mask >> (array_position(pos, i) - 1)) & 1 = 1
+                                              THEN enc ELSE format_type(args[i], NULL) END
+                                    FROM generate_subscripts(args, 1) i ORDER BY i);
+                callargs := ARRAY(SELECT CASE WHEN argtypes[i] = enc
+                                              THEN format('$%s::pg_catalog.%s', i, t.plain) ELSE format('$%s', i) END
+                                    FROM generate_subscripts(args, 1) i ORDER BY i);
                 CONTINUE WHEN EXISTS (SELECT FROM pg_catalog.pg_proc q
                                        WHERE q.pronamespace = 'pg_catalog'::regnamespace AND q.proname = f.proname
-                                         AND q.proargtypes::oid[] = ARRAY(SELECT a::regtype::oid FROM unnest(argtypes) a));
+                                         AND ARRAY(SELECT unnest(q.proargtypes::oid[]))
+                                             = ARRAY(SELECT a::regtype::oid FROM unnest(argtypes) a));
                 EXECUTE format('CREATE FUNCTION pg_catalog.%I(%s) RETURNS %s LANGUAGE sql %s %s PARALLEL %s'
                                ' AS %L',
                                f.proname, array_to_string(argtypes, ', '), format_type(f.prorettype, NULL), vol,
@@ -119,10 +128,24 @@ BEGIN
                                CASE f.proparallel WHEN 's' THEN 'SAFE' WHEN 'r' THEN 'RESTRICTED' ELSE 'UNSAFE' END,
                                format('SELECT pg_catalog.%I(%s)', f.proname, array_to_string(callargs, ', ')));
             END LOOP;
+          END LOOP;
         END LOOP;
         -- Operators: every built-in operator on the plain type but the
         -- comparisons (which colcrypt defines itself), with the encrypted
-        -- type on each side where the plain type is.
+        -- type on the side where the plain type is, and for operators
+        -- between two plain types that both have encrypted ones (int4 +
+        -- int8, jsonb -> text) with both encrypted: with only one side
+        -- shadowed, enc4 + enc8 would find two candidates of one exact
+        -- match each, where it found one through the casts before.  For an
+        -- operator on two values of one type (text || text, int4 * int4)
+        -- only the left side: enc || enc then takes enc || text (one exact
+        -- match, as before none), and an untyped literal on the right
+        -- (enc LIKE 'a%') stays a plain value.  With an exact enc || enc it
+        -- would become an encrypted constant (decrypted row by row, and
+        -- refused in views), and with text || enc as well enc || enc would
+        -- be ambiguous; so a plain value on the left of an encrypted one of
+        -- the same type ('x' || enc, 5 * enc) is left to the casts (README,
+        -- threat model).
         FOR o IN
             SELECT op.oprname, op.oprleft, op.oprright, op.oprresult, p.proname AS fname,
                    p.provolatile, p.proparallel
@@ -135,12 +158,22 @@ BEGIN
              ORDER BY op.oprname, op.oid
         LOOP
             vol := CASE WHEN o.provolatile = 'v' THEN 'VOLATILE' ELSE 'STABLE' END;
-            FOR mask IN 1 .. 3 LOOP
-                CONTINUE WHEN (mask & 1 = 1 AND o.oprleft <> t.plain::regtype)
-                           OR (mask & 2 = 2 AND o.oprright <> t.plain::regtype);
+            other := CASE WHEN o.oprleft = t.plain::regtype AND o.oprright <> t.plain::regtype
+                           AND format_type(o.oprright, NULL) IN ('text', 'bytea', 'integer', 'bigint', 'numeric',
+                                                                 'double precision', 'date',
+                                                                 'timestamp with time zone', 'jsonb')
+                          THEN (SELECT typname FROM pg_catalog.pg_type WHERE oid = o.oprright) END;
+            FOR v IN 1 .. 3 LOOP
+                -- 1: the left side encrypted; 2: the right side; 3: both,
+                -- of two different types.
+                CONTINUE WHEN (v = 1 AND o.oprleft <> t.plain::regtype)
+                           OR (v = 2 AND (o.oprright <> t.plain::regtype OR o.oprleft = o.oprright))
+                           OR (v = 3 AND other IS NULL);
                 argtypes := ARRAY[CASE WHEN o.oprleft = 0 THEN NULL
-                                       WHEN mask & 1 = 1 THEN enc ELSE format_type(o.oprleft, NULL) END,
-                                  CASE WHEN mask & 2 = 2 THEN enc ELSE format_type(o.oprright, NULL) END];
+                                       WHEN v IN (1, 3) THEN enc ELSE format_type(o.oprleft, NULL) END,
+                                  CASE WHEN v = 2 THEN enc
+                                       WHEN v = 3 THEN 'colcrypt.encrypted_' || other
+                                       ELSE format_type(o.oprright, NULL) END];
                 CONTINUE WHEN EXISTS (SELECT FROM pg_catalog.pg_operator q
                                        WHERE q.oprnamespace = 'pg_catalog'::regnamespace AND q.oprname = o.oprname
                                          AND q.oprleft = coalesce(argtypes[1]::regtype::oid, 0)
@@ -158,8 +191,9 @@ BEGIN
                                    format_type(o.oprresult, NULL), vol,
                                    CASE o.proparallel WHEN 's' THEN 'SAFE' WHEN 'r' THEN 'RESTRICTED' ELSE 'UNSAFE' END,
                                    format('SELECT $1%s OPERATOR(pg_catalog.%s) $2%s',
-                                          CASE WHEN mask & 1 = 1 THEN '::pg_catalog.' || t.plain ELSE '' END, o.oprname,
-                                          CASE WHEN mask & 2 = 2 THEN '::pg_catalog.' || t.plain ELSE '' END));
+                                          CASE WHEN v IN (1, 3) THEN '::pg_catalog.' || t.plain ELSE '' END, o.oprname,
+                                          CASE WHEN v = 2 THEN '::pg_catalog.' || t.plain
+                                               WHEN v = 3 THEN '::pg_catalog.' || other ELSE '' END));
                     EXECUTE format('CREATE OPERATOR pg_catalog.%s (LEFTARG = %s, RIGHTARG = %s, FUNCTION = colcrypt.%I)',
                                    o.oprname, argtypes[1], argtypes[2], '_op_' || o.fname);
                 END IF;
