@@ -287,7 +287,7 @@ SELECT colcrypt.grant_master_key('main', 'keyowner');
 SET ROLE keyowner;
 SELECT colcrypt.create_key('keyowner_key', 'main');
 RESET ROLE;
-SELECT name, owner, privilege FROM colcrypt.master_keys m
+SELECT name, owner, grantee, privilege FROM colcrypt.master_keys m
   JOIN colcrypt.master_key_grants g USING (name);
 \echo '-- keyowner is now named in the key catalog: DROP ROLE refuses until'
 \echo '-- REASSIGN OWNED and DROP OWNED have dealt with it.'
