@@ -226,11 +226,16 @@ writer_for(Oid dboid)
 	return NULL;
 }
 
-/* Count a lost event for its database (caller holds the lock). */
+/*
+ * Add to a database's count of lost events not yet logged (caller holds
+ * the lock).  With more databases losing events at once than entries, only
+ * the total counts them.
+ */
 static void
-note_loss(Oid dboid, int64 n)
+add_losses(Oid dboid, uint64 n)
 {
-	pg_atomic_fetch_add_u64(&audit->dropped, n);
+	if (n == 0)
+		return;
 	for (int i = 0; i < LOSS_DBS; i++)
 		if (audit->losses[i].dboid == dboid || audit->losses[i].n == 0)
 		{
@@ -238,7 +243,14 @@ note_loss(Oid dboid, int64 n)
 			audit->losses[i].n += n;
 			return;
 		}
-	/* More databases losing events at once than entries: only the total. */
+}
+
+/* Count lost events of a database (caller holds the lock). */
+static void
+note_loss(Oid dboid, int64 n)
+{
+	pg_atomic_fetch_add_u64(&audit->dropped, n);
+	add_losses(dboid, (uint64) n);
 }
 
 static bool
@@ -1033,21 +1045,6 @@ return_taken(Oid dboid, uint64 maxseq)
 	}
 }
 
-/* Put a count of lost events back, unlogged (caller holds the lock). */
-static void
-return_losses(Oid dboid, uint64 n)
-{
-	if (n == 0)
-		return;
-	for (int i = 0; i < LOSS_DBS; i++)
-		if (audit->losses[i].dboid == dboid || audit->losses[i].n == 0)
-		{
-			audit->losses[i].dboid = dboid;
-			audit->losses[i].n += n;
-			return;
-		}
-}
-
 /*
  * On any exit, give the writer entry back if it is still ours, and the
  * events it had taken but not written.
@@ -1061,7 +1058,7 @@ writer_exit(int code, Datum arg)
 	if (w->pid == MyProcPid)
 	{
 		return_taken(w->dboid, PG_UINT64_MAX);
-		return_losses(w->dboid, w->lost_taken);
+		add_losses(w->dboid, w->lost_taken);
 		w->lost_taken = 0;
 		w->dboid = InvalidOid;
 		w->pid = 0;
@@ -1190,7 +1187,7 @@ writer_loop(Oid dboid, int idle_exit_code)
 				/* Back into the queue, to be tried again. */
 				LWLockAcquire(audit->lock, LW_EXCLUSIVE);
 				return_taken(dboid, maxseq);
-				return_losses(dboid, work.lost);
+				add_losses(dboid, work.lost);
 				w->lost_taken = 0;
 				LWLockRelease(audit->lock);
 				failed = true;

@@ -143,35 +143,36 @@ colcrypt_role_deps(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
+/* The text a one-role catalog query ($1) returns, or NULL. */
+static char *
+role_text(const char *sql, Oid role)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1];
+	Datum		d;
+	bool		isnull;
+
+	values[0] = ObjectIdGetDatum(role);
+	ColcryptCatalogExec(sql, 1, types, values, NULL, &d, &isnull);
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
 /* What the catalog of this database names a role for, or NULL. */
 static char *
 role_uses(Oid role)
 {
-	Oid			types[1] = {OIDOID};
-	Datum		values[1];
-	Datum		d;
-	bool		isnull;
-
-	values[0] = ObjectIdGetDatum(role);
-	ColcryptCatalogExec("SELECT string_agg(what, E'\\n' ORDER BY what) FROM (" NAMED_ROLES ") s WHERE r = $1",
-						1, types, values, NULL, &d, &isnull);
-	return isnull ? NULL : TextDatumGetCString(d);
+	return role_text("SELECT string_agg(what, E'\\n' ORDER BY what) FROM (" NAMED_ROLES ") s WHERE r = $1",
+					 role);
 }
 
+/* The keys a role owns in this database, or NULL. */
 static char *
 owned_keys(Oid role)
 {
-	Oid			types[1] = {OIDOID};
-	Datum		values[1];
-	Datum		d;
-	bool		isnull;
-
-	values[0] = ObjectIdGetDatum(role);
-	ColcryptCatalogExec("SELECT string_agg(what, ', ' ORDER BY what) FROM ("
-						" SELECT format('data key %s', name) AS what FROM colcrypt.data_key WHERE owner::oid = $1"
-						" UNION ALL SELECT format('master key %s', name) FROM colcrypt.master_key WHERE owner::oid = $1) s",
-						1, types, values, NULL, &d, &isnull);
-	return isnull ? NULL : TextDatumGetCString(d);
+	return role_text("SELECT string_agg(what, ', ' ORDER BY what) FROM ("
+					 " SELECT format('data key %s', name) AS what FROM colcrypt.data_key WHERE owner::oid = $1"
+					 " UNION ALL SELECT format('master key %s', name) FROM colcrypt.master_key WHERE owner::oid = $1) s",
+					 role);
 }
 
 static bool
