@@ -45,6 +45,7 @@
 
 #include "colcrypt/provider.h"
 #include "miscadmin.h"
+#include "storage/ipc.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
@@ -75,6 +76,42 @@ typedef struct P11Module
 } P11Module;
 
 static P11Module *modules = NULL;
+
+/*
+ * Leaving the process while a thread is still inside a module (a job
+ * abandoned to a hanging call) must not run the module's own destructors
+ * (C++ statics of SoftHSM2, the atexit handlers of its libraries) under
+ * that thread: it would crash the backend on its way out, and the
+ * postmaster would restart the whole server.  So after PostgreSQL's own
+ * exit callbacks have run, an atexit handler registered after the first
+ * module was loaded (atexit handlers run in reverse order, so it runs
+ * before the module's) ends the process at once with the exit code
+ * proc_exit gave, when any job is still stuck.
+ */
+static int	exit_code = 0;
+static bool exit_guard_registered = false;
+
+static bool
+any_stuck(void)
+{
+	for (P11Module *m = modules; m != NULL; m = m->next)
+		if (m->pid == getpid() && __atomic_load_n(&m->stuck, __ATOMIC_ACQUIRE) > 0)
+			return true;
+	return false;
+}
+
+static void
+remember_exit_code(int code, Datum arg)
+{
+	exit_code = code;
+}
+
+static void
+leave_without_module_destructors(void)
+{
+	if (any_stuck())
+		_exit(exit_code);
+}
 
 /*
  * PKCS#11 logins belong to the process, not the session: once one handle
@@ -930,6 +967,11 @@ load_module(const char *path, ColcryptProviderError *err)
 	}
 	m->next = modules;
 	modules = m;
+	if (!exit_guard_registered && atexit(leave_without_module_destructors) == 0)
+	{
+		on_proc_exit(remember_exit_code, (Datum) 0);
+		exit_guard_registered = true;
+	}
 	return m;
 }
 
