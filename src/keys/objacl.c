@@ -180,9 +180,10 @@ change_usage(FunctionCallInfo fcinfo, bool provider, bool grant)
 					   " VALUES ($1, $2::regrole, 'usage', $3) ON CONFLICT DO NOTHING",
 					   what, what);
 	else
-		sql = psprintf("DELETE FROM colcrypt.%s_grant WHERE %s = $1 AND grantee = $2::regrole"
-					   " AND $3 IS NOT NULL", what, what);
-	ColcryptCatalogExec(sql, 3, types, values, NULL, NULL, NULL);
+		sql = psprintf("DELETE FROM colcrypt.%s_grant WHERE %s = $1 AND grantee = $2::regrole",
+					   what, what);
+	/* The delete takes the first two parameters only. */
+	ColcryptCatalogExec(sql, grant ? 3 : 2, types, values, NULL, NULL, NULL);
 	ColcryptCatalogChanged();
 	ColcryptAuditAction(grant ? "grant" : "revoke", what, name, 0,
 						psprintf("usage %s %s", grant ? "to" : "from",
